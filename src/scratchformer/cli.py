@@ -1,0 +1,107 @@
+"""``scratchformer`` command line: list and run studies, build the report.
+
+Errors the user can fix (unknown study, bad ``--set``) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from scratchformer.experiments.registry import PROFILES, StudyError
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise StudyError(f"bad --set {pair!r}; expected key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from scratchformer.experiments.registry import studies
+
+    all_studies = studies()
+    width = max(len(n) for n in all_studies)
+    for name, study in all_studies.items():
+        print(f"{name:<{width}}  {study.description}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from scratchformer.experiments.registry import get, studies
+    from scratchformer.experiments.runner import run_study
+
+    overrides = _parse_sets(args.set or [])
+    names = list(studies()) if args.name == "all" else [args.name]
+    selected = [get(n) for n in names]
+    # Validate every config before spending time on any run.
+    configs = []
+    for study in selected:
+        if args.name == "all" and overrides:
+            keys = {k: v for k, v in overrides.items() if k in study.config_cls.__dataclass_fields__}
+            configs.append(study.config(args.profile, keys))
+        else:
+            configs.append(study.config(args.profile, overrides))
+    if args.name == "all" and overrides:
+        known = set().union(*(s.config_cls.__dataclass_fields__ for s in selected))
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise StudyError(f"no study has the setting(s) {', '.join(unknown)}")
+    out_root = Path(args.out)
+    for i, (study, cfg) in enumerate(zip(selected, configs, strict=True), 1):
+        print(f"[{i}/{len(selected)}] {study.name} ({args.profile})", flush=True)
+        record = run_study(study, cfg, out_root, args.profile)
+        print(
+            f"    done in {record['wall_time_s']:.1f} s -> {out_root / study.name}/metrics.json",
+            flush=True,
+        )
+    print(f"results written under {out_root.resolve()}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from scratchformer.report import build_report
+
+    md, html = build_report(Path(args.results), Path(args.out) if args.out else None)
+    print(f"report written to {md} and {html}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for ``scratchformer``."""
+    p = argparse.ArgumentParser(prog="scratchformer", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("list", help="list the registered studies").set_defaults(fn=_cmd_list)
+
+    r = sub.add_parser("run", help="run one study, or all of them")
+    r.add_argument("name", help="study name (see 'scratchformer list') or 'all'")
+    r.add_argument("--profile", choices=PROFILES, default="quick")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    r.add_argument("--out", default="results", help="results folder (default: results)")
+    r.set_defaults(fn=_cmd_run)
+
+    rep = sub.add_parser("report", help="build the Markdown + HTML report from stored results")
+    rep.add_argument("--results", default="results", help="results folder to read")
+    rep.add_argument("--out", default=None, help="output folder (default: the results folder)")
+    rep.set_defaults(fn=_cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: parse ``argv`` and dispatch; user errors become one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (StudyError, FileNotFoundError) as e:
+        print(f"scratchformer: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,11 @@
+"""Studies: one module per experiment; importing this package registers them all."""
+
+from scratchformer.experiments.registry import get, register, studies  # noqa: F401
+
+# Study modules register themselves on import. Keep this list sorted.
+from scratchformer.experiments import (  # noqa: E402, F401  isort: skip
+    attention,
+    feedforward,
+    positional,
+    positional_ablation,
+)

@@ -1,0 +1,91 @@
+"""Build ``report.md`` and a self-contained ``report.html`` from every stored ``metrics.json``."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Flatten nested metrics into (dotted key, scalar) rows; long lists are summarised."""
+    rows: list[tuple[str, Any]] = []
+    if isinstance(d, dict):
+        for k, v in d.items():
+            rows += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(d, list):
+        if len(d) <= 8 and all(isinstance(x, (int, float, str, bool)) or x is None for x in d):
+            rows.append((prefix, ", ".join(_fmt(x) for x in d)))
+        else:
+            rows.append((prefix, f"[{len(d)} values]"))
+    else:
+        rows.append((prefix, d))
+    return rows
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def load_records(results: Path) -> list[dict]:
+    """All study records under ``results`` sorted by study name."""
+    records = []
+    for path in sorted(Path(results).glob("*/metrics.json")):
+        rec = json.loads(path.read_text())
+        rec["_dir"] = str(path.parent)
+        records.append(rec)
+    return records
+
+
+def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` (figures inlined as base64) and return both paths."""
+    results = Path(results)
+    records = load_records(results)
+    if not records:
+        raise FileNotFoundError(
+            f"no study results under {results}; run: scratchformer run all"
+        )
+    out = Path(out) if out else results
+    out.mkdir(parents=True, exist_ok=True)
+    md = ["# scratchformer report", ""]
+    body = ["<h1>scratchformer report</h1>"]
+    md.append("| study | profile | wall time (s) | finished |")
+    md.append("|---|---|---:|---|")
+    for r in records:
+        md.append(f"| {r['study']} | {r['profile']} | {r['wall_time_s']:.1f} | {r['finished_at']} |")
+    md.append("")
+    for r in records:
+        name = r["study"]
+        md += [f"## {name}", "", r.get("description", ""), ""]
+        body += [f"<h2>{html.escape(name)}</h2>", f"<p>{html.escape(r.get('description', ''))}</p>"]
+        rows = _flatten(r["metrics"])
+        md += ["| metric | value |", "|---|---|"]
+        md += [f"| {k} | {_fmt(v)} |" for k, v in rows]
+        md.append("")
+        body.append("<table><tr><th>metric</th><th>value</th></tr>")
+        body += [
+            f"<tr><td>{html.escape(k)}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in rows
+        ]
+        body.append("</table>")
+        for fig in r.get("figures", []):
+            path = Path(r["_dir"]) / fig
+            rel = path.relative_to(out) if path.is_relative_to(out) else path.resolve()
+            md += [f"![{name}: {fig}]({rel})", ""]
+            if path.suffix == ".png" and path.exists():
+                data = base64.b64encode(path.read_bytes()).decode()
+                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(fig)}">'
+                            f"<figcaption>{html.escape(fig)}</figcaption></figure>")
+    md_path, html_path = out / "report.md", out / "report.html"
+    md_path.write_text("\n".join(md) + "\n")
+    style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
+             "img{max-width:100%}")
+    html_path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>scratchformer report</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+    return md_path, html_path

@@ -1,0 +1,1 @@
+"""Matplotlib figures for studies and notebooks (headless Agg backend)."""
