@@ -26,7 +26,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from scratchformer.experiments.registry import studies
 
     all_studies = studies()
-    width = max(len(n) for n in all_studies)
+    width = max((len(n) for n in all_studies), default=0)
     for name, study in all_studies.items():
         print(f"{name:<{width}}  {study.description}")
     return 0
