@@ -95,7 +95,7 @@ def test_run_study_writes_record_and_is_seeded(tmp_path):
     assert stored["figures"] == ["line.png"]
     assert {"torch", "python", "scratchformer"} <= set(stored["versions"])
     assert stored["wall_time_s"] >= 0
-    with pytest.raises(FileNotFoundError, match="scratchformer run missing.study"):
+    with pytest.raises(FileNotFoundError, match=r"scratchformer run missing\.study"):
         load_record("missing.study", tmp_path / "a")
 
 

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from scratchformer.data.errors import DataError
 from scratchformer.experiments.registry import PROFILES, StudyError
 
 
@@ -43,7 +44,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configs = []
     for study in selected:
         if args.name == "all" and overrides:
-            keys = {k: v for k, v in overrides.items() if k in study.config_cls.__dataclass_fields__}
+            fields = study.config_cls.__dataclass_fields__
+            keys = {k: v for k, v in overrides.items() if k in fields}
             configs.append(study.config(args.profile, keys))
         else:
             configs.append(study.config(args.profile, overrides))
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (StudyError, FileNotFoundError) as e:
+    except (StudyError, FileNotFoundError, DataError) as e:
         print(f"scratchformer: error: {e}", file=sys.stderr)
         return 2
 

@@ -3,7 +3,7 @@
 from scratchformer.experiments.registry import get, register, studies  # noqa: F401
 
 # Study modules register themselves on import. Keep this list sorted.
-from scratchformer.experiments import (  # noqa: E402, F401  isort: skip
+from scratchformer.experiments import (  # noqa: F401  isort: skip
     attention,
     feedforward,
     positional,

@@ -113,3 +113,20 @@ def load_record(study_name: str, out_root: Path = DEFAULT_RESULTS) -> dict:
             f"run: scratchformer run {study_name}"
         )
     return json.loads(path.read_text())
+
+
+def ensure_record(
+    study_name: str, out_root: Path = DEFAULT_RESULTS, profile: str = "quick"
+) -> dict:
+    """The stored record of ``study_name``; runs the study first when none is stored.
+
+    Notebooks call this so that they read stored results when present and still execute on a
+    fresh clone (where the quick profile is run once and stored).
+    """
+    from scratchformer.experiments.registry import get
+
+    try:
+        return load_record(study_name, out_root)
+    except FileNotFoundError:
+        study = get(study_name)
+        return run_study(study, study.config(profile), out_root, profile)

@@ -63,9 +63,7 @@ def _check_dtype(dtype: object) -> torch.dtype:
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {type(dtype).__name__} {dtype!r}")
     if not dtype.is_floating_point:
-        raise TypeError(
-            f"dtype must be a floating-point dtype such as torch.float32, got {dtype}"
-        )
+        raise TypeError(f"dtype must be a floating-point dtype such as torch.float32, got {dtype}")
     return dtype
 
 
@@ -135,5 +133,11 @@ def rotation_matrix(
     dtype = _check_dtype(dtype)
     angle = int(k) * _frequencies64(dim, base, device)
     c, s = torch.cos(angle), torch.sin(angle)
-    blocks = torch.stack((torch.stack((c, s), -1), torch.stack((-s, c), -1)), -2)  # (dim/2, 2, 2)
-    return torch.block_diag(*blocks).to(dtype)
+    sin_row = torch.arange(0, dim, 2, device=angle.device)  # row/column of each sin entry
+    cos_row = sin_row + 1
+    R = torch.zeros(dim, dim, dtype=torch.float64, device=angle.device)
+    R[sin_row, sin_row] = c  # sin(a + b) = sin a cos b + cos a sin b
+    R[sin_row, cos_row] = s
+    R[cos_row, sin_row] = -s  # cos(a + b) = cos a cos b - sin a sin b
+    R[cos_row, cos_row] = c
+    return R.to(dtype)

@@ -56,7 +56,9 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
     md.append("| study | profile | wall time (s) | finished |")
     md.append("|---|---|---:|---|")
     for r in records:
-        md.append(f"| {r['study']} | {r['profile']} | {r['wall_time_s']:.1f} | {r['finished_at']} |")
+        md.append(
+            f"| {r['study']} | {r['profile']} | {r['wall_time_s']:.1f} | {r['finished_at']} |"
+        )
     md.append("")
     for r in records:
         name = r["study"]
@@ -77,8 +79,11 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
             md += [f"![{name}: {fig}]({rel})", ""]
             if path.suffix == ".png" and path.exists():
                 data = base64.b64encode(path.read_bytes()).decode()
-                body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(fig)}">'
-                            f"<figcaption>{html.escape(fig)}</figcaption></figure>")
+                alt = html.escape(fig)
+                body.append(
+                    f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+                    f"<figcaption>{alt}</figcaption></figure>"
+                )
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text("\n".join(md) + "\n")
     style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto}"

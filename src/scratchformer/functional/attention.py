@@ -1,0 +1,306 @@
+"""Scaled dot-product attention, with a backward pass written out by hand.
+
+For queries ``Q`` (L×E), keys ``K`` (S×E) and values ``V`` (S×Ev) the forward pass is
+
+    P = scale · Q Kᵀ + M        (scores; M is the additive mask, -inf where a key is masked)
+    A = softmax(P)              (row by row: the attention weights)
+    O = A V                     (the output)
+
+``AttentionFunction`` implements the backward pass derived in
+``docs/derivations/attention-gradient.md``:
+
+    dV = Aᵀ dO,   dA = dO Vᵀ,   dP = A ⊙ (dA − rowsum(dA ⊙ A)),
+    dQ = scale · dP K,   dK = scale · dPᵀ Q,   dM = dP.
+
+``scaled_dot_product_attention`` has the semantics of
+``torch.nn.functional.scaled_dot_product_attention`` and uses ``AttentionFunction`` whenever
+dropout is off, so the gradients it produces are the derived ones. With dropout on it falls back
+to plain autograd through the same forward: the random mask would otherwise have to be stored
+or regenerated, which would only add bookkeeping to a derivation that does not change.
+
+Fully masked rows: when every key of a query is masked, the softmax is 0/0. Here such a row gets
+zero weights, a zero output and zero gradients. PyTorch 2.13 on CPU does the same (both its
+math and its flash kernel); PyTorch releases before 2.5 returned NaN for such rows instead.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from scratchformer.functional.masks import causal_mask, check_mask
+
+__all__ = [
+    "AttentionFunction",
+    "attention_weights",
+    "attention_with_derived_backward",
+    "masked_softmax",
+    "scaled_dot_product_attention",
+]
+
+
+def masked_softmax(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis that maps rows of all ``-inf`` to zeros instead of NaN.
+
+    The row maximum is subtracted first (softmax is shift invariant) so ``exp`` never overflows.
+    """
+    row_max = scores.amax(dim=-1, keepdim=True).detach()
+    # A row of only -inf has max -inf; shifting by it would give -inf - (-inf) = NaN.
+    row_max = torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max)
+    e = torch.exp(scores - row_max)
+    total = e.sum(dim=-1, keepdim=True)
+    # total >= 1 whenever some key is unmasked (its shifted max contributes exp(0) = 1).
+    return e / torch.where(total == 0, torch.ones_like(total), total)
+
+
+def _scores(
+    query: torch.Tensor, key: torch.Tensor, scale: float, attn_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """Masked scaled scores ``scale · Q Kᵀ + M`` of shape (..., L, S)."""
+    scores = torch.matmul(query, key.transpose(-2, -1)) * scale
+    if attn_mask is None:
+        return scores
+    if attn_mask.dtype == torch.bool:
+        # torch.where (not masked_fill) so a mask with more batch axes than Q Kᵀ broadcasts.
+        return torch.where(attn_mask, scores, float("-inf"))
+    return scores + attn_mask
+
+
+class AttentionFunction(torch.autograd.Function):
+    """Attention ``softmax(scale·QKᵀ + M) V`` whose backward is the hand-derived one.
+
+    Saves only ``Q, K, V`` and the weights ``A`` (nothing of size L×S×S); the softmax Jacobian
+    is applied row by row through ``rowsum(dA ⊙ A)``. Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scale: float,
+        attn_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        weights = masked_softmax(_scores(query, key, scale, attn_mask))
+        out = torch.matmul(weights, value)
+        ctx.save_for_backward(query, key, value, weights)
+        ctx.scale = scale
+        ctx.mask_shape = None if attn_mask is None else attn_mask.shape
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        query, key, value, weights = ctx.saved_tensors
+        need_q, need_k, need_v, _, need_mask = ctx.needs_input_grad
+        grad_q = grad_k = grad_v = grad_mask = None
+        if need_v:
+            grad_v = torch.matmul(weights.transpose(-2, -1), grad_out).sum_to_size(value.shape)
+        if need_q or need_k or need_mask:
+            grad_weights = torch.matmul(grad_out, value.transpose(-2, -1))  # dA = dO Vᵀ
+            # (diag(a) − aaᵀ) da = a ⊙ (da − aᵀda), row by row. rowsum(dO ⊙ O) equals aᵀda too,
+            # but in float32 it does not cancel exactly against dA (e.g. rows with one key).
+            delta = (grad_weights * weights).sum(dim=-1, keepdim=True)
+            grad_scores = weights * (grad_weights - delta)  # dP: softmax Jacobian, row by row
+            if need_q:
+                grad_q = (torch.matmul(grad_scores, key) * ctx.scale).sum_to_size(query.shape)
+            if need_k:
+                grad_k = torch.matmul(grad_scores.transpose(-2, -1), query) * ctx.scale
+                grad_k = grad_k.sum_to_size(key.shape)
+            if need_mask:
+                grad_mask = grad_scores.sum_to_size(ctx.mask_shape)
+        return grad_q, grad_k, grad_v, None, grad_mask
+
+
+def attention_with_derived_backward(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float | None = None,
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``softmax(scale·QKᵀ + mask) V`` through ``AttentionFunction`` (the derived gradients).
+
+    ``attn_mask`` is boolean (True = take part) or additive float, broadcastable to (..., L, S);
+    a float mask that requires grad receives ``dM = dP`` summed over its broadcast axes.
+    """
+    _check_qkv(query, key, value)
+    _check_batch(query, key, value)
+    scale = _resolve_scale(scale, query)
+    attn_mask = _prepare_mask(attn_mask, query, key, value)
+    return AttentionFunction.apply(query, key, value, scale, attn_mask)
+
+
+def scaled_dot_product_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    *,
+    enable_gqa: bool = False,
+    training: bool = True,
+) -> torch.Tensor:
+    """Attention with the semantics of ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Shapes: query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev); batch axes
+    broadcast. ``attn_mask`` (the attention mask) is boolean (True = take part) or an additive
+    float bias, broadcastable to (..., L, S). ``is_causal`` applies the top-left aligned causal
+    mask and cannot be combined with ``attn_mask``. ``scale`` defaults to 1/sqrt(E).
+    ``dropout_p`` drops attention weights when ``training`` is True (PyTorch always drops; pass
+    ``training=self.training`` from a module). ``enable_gqa`` repeats each of the Hk key/value
+    heads (axis -3) Hq/Hk times. Fully masked rows give zeros (see the module docstring).
+    """
+    query, key, value, attn_mask, scale = _prepare(
+        query, key, value, attn_mask, is_causal, scale, enable_gqa
+    )
+    dropout_p = _check_dropout(dropout_p)
+    if dropout_p == 0.0 or not training:
+        return AttentionFunction.apply(query, key, value, scale, attn_mask)
+    weights = masked_softmax(_scores(query, key, scale, attn_mask))
+    weights = torch.nn.functional.dropout(weights, p=dropout_p, training=True)
+    return torch.matmul(weights, value)
+
+
+def attention_weights(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    *,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """The attention weights ``softmax(scale·QKᵀ + mask)`` of shape (..., L, S), before dropout.
+
+    Same arguments as ``scaled_dot_product_attention``; rows sum to 1 (0 for fully masked rows).
+    Differentiable through plain autograd; meant for inspection and visualisation.
+    """
+    # The value only fixes the shapes checked; its last axis is irrelevant here.
+    dummy_value = key[..., :1]
+    query, key, _, attn_mask, scale = _prepare(
+        query, key, dummy_value, attn_mask, is_causal, scale, enable_gqa
+    )
+    return masked_softmax(_scores(query, key, scale, attn_mask))
+
+
+# --- argument checking -------------------------------------------------------------------------
+
+
+def _check_qkv(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+    """Types, ranks, dtypes and matching feature/length axes of query, key and value."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim < 2:
+            raise ValueError(
+                f"{name} must have at least 2 dimensions (..., length, features), "
+                f"got shape {tuple(t.shape)}"
+            )
+        if not t.dtype.is_floating_point:
+            raise TypeError(f"{name} must be floating point, got dtype {t.dtype}")
+    if not query.dtype == key.dtype == value.dtype:
+        raise TypeError(
+            f"query, key and value must share a dtype, got {query.dtype}, {key.dtype}, "
+            f"{value.dtype}"
+        )
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(
+            f"query and key must have the same last dimension E, got query {tuple(query.shape)} "
+            f"and key {tuple(key.shape)}"
+        )
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(
+            f"key and value must have the same length S (axis -2), got key {tuple(key.shape)} "
+            f"and value {tuple(value.shape)}"
+        )
+
+
+def _check_batch(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
+    """The batch axes (all but the last two) of query, key and value must broadcast."""
+    try:
+        torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"batch axes of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+            f"{tuple(value.shape)} do not broadcast"
+        ) from None
+
+
+def _resolve_scale(scale: float | None, query: torch.Tensor) -> float:
+    """``scale`` as a float, defaulting to 1/sqrt(E)."""
+    if scale is None:
+        return 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] > 0 else 1.0
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"scale must be a real number or None, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise ValueError(f"scale must be finite, got {scale}")
+    return float(scale)
+
+
+def _check_dropout(dropout_p: float) -> float:
+    """``dropout_p`` as a float in [0, 1)."""
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real):
+        raise TypeError(f"dropout_p must be a number, got {type(dropout_p).__name__}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    return float(dropout_p)
+
+
+def _prepare_mask(
+    attn_mask: torch.Tensor | None,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+) -> torch.Tensor | None:
+    """Check ``attn_mask`` against the score shape; cast float masks to the query dtype."""
+    if attn_mask is None:
+        return None
+    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    check_mask(attn_mask, (*batch, query.shape[-2], key.shape[-2]))
+    if attn_mask.device != query.device:
+        raise ValueError(f"attn_mask is on {attn_mask.device} but query is on {query.device}")
+    if attn_mask.dtype != torch.bool and attn_mask.dtype != query.dtype:
+        attn_mask = attn_mask.to(query.dtype)
+    return attn_mask
+
+
+def _prepare(query, key, value, attn_mask, is_causal, scale, enable_gqa):
+    """Validate the SDPA arguments; expand GQA heads; turn ``is_causal`` into a mask."""
+    _check_qkv(query, key, value)
+    if enable_gqa:
+        key, value = _repeat_kv_heads(query, key, value)
+    _check_batch(query, key, value)
+    if is_causal:
+        if attn_mask is not None:
+            raise ValueError(
+                "attn_mask must be None when is_causal=True (the causal mask is built for you)"
+            )
+        attn_mask = causal_mask(query.shape[-2], key.shape[-2], query.device)
+    attn_mask = _prepare_mask(attn_mask, query, key, value)
+    return query, key, value, attn_mask, _resolve_scale(scale, query)
+
+
+def _repeat_kv_heads(query, key, value):
+    """Grouped-query attention: repeat each key/value head (axis -3) to match the query heads."""
+    if min(query.ndim, key.ndim, value.ndim) < 3:
+        raise ValueError(
+            "enable_gqa=True needs a head axis (-3) on query, key and value, got shapes "
+            f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
+        )
+    hq, hk, hv = query.shape[-3], key.shape[-3], value.shape[-3]
+    if hk != hv or hk == 0 or hq % hk != 0:
+        raise ValueError(
+            f"enable_gqa=True needs key and value heads equal and dividing the query heads, "
+            f"got query {hq}, key {hk}, value {hv} heads"
+        )
+    groups = hq // hk
+    if groups == 1:
+        return key, value
+    return key.repeat_interleave(groups, dim=-3), value.repeat_interleave(groups, dim=-3)

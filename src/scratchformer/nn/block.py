@@ -1,0 +1,107 @@
+"""The transformer block: self-attention and a feed-forward network, each in a residual branch.
+
+Two placements of the normalisation are in use (Xiong et al., 2020, "On Layer Normalization in
+the Transformer Architecture"):
+
+    pre-LN  (GPT-2, LLaMA):          x = x + Attn(N1(x));      x = x + FFN(N2(x))
+    post-LN (Vaswani et al., 2017):  x = N1(x + Attn(x));      x = N2(x + FFN(x))
+
+Pre-LN keeps an identity path from input to output (the residual stream is never normalised),
+which is why deep pre-LN stacks train without warm-up; it then needs one final norm after the
+last block. Post-LN normalises the stream itself after every sub-layer. ``N`` is LayerNorm or
+RMSNorm. ``causal=True`` lets position ``i`` attend only to positions ``<= i`` (decoders).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+from torch import Tensor, nn
+
+from scratchformer.functional.masks import causal_mask
+from scratchformer.nn.attention import MultiHeadAttention
+from scratchformer.nn.feedforward import FeedForward
+from scratchformer.nn.norm import NORMS, build_norm
+
+__all__ = ["NORM_POSITIONS", "TransformerBlock"]
+
+NORM_POSITIONS = ("pre", "post")
+
+
+class TransformerBlock(nn.Module):
+    """One transformer layer ``(B, L, d_model) -> (B, L, d_model)``: attention then FFN.
+
+    ``norm`` picks LayerNorm (``"layer"``) or RMSNorm (``"rms"``), ``norm_position`` pre-LN or
+    post-LN (see the module docstring). ``dropout`` is applied, as in
+    ``torch.nn.TransformerEncoderLayer``, to the attention weights, the FFN's hidden
+    activations, and each sub-layer's output before it joins the residual stream.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_hidden: int | None = None,
+        *,
+        activation: str = "gelu",
+        dropout: float = 0.0,
+        norm: str = "layer",
+        norm_position: str = "pre",
+        causal: bool = False,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if norm_position not in NORM_POSITIONS:
+            raise ValueError(
+                f"norm_position must be one of {NORM_POSITIONS}, got {norm_position!r}"
+            )
+        if not isinstance(causal, bool):
+            raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.d_model = d_model
+        self.norm_position = norm_position
+        self.causal = causal
+        self.attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout)
+        self.ffn = FeedForward(d_model, d_hidden, activation=activation, dropout=dropout, bias=bias)
+        self.norm1 = build_norm(norm, d_model)
+        self.norm2 = build_norm(norm, d_model)
+        self.drop = nn.Dropout(dropout)
+
+    def _mask(self, x: Tensor, attn_mask: Tensor | None) -> Tensor | None:
+        """The caller's mask, intersected with the causal one when ``causal`` is set."""
+        if not self.causal or attn_mask is None:
+            return attn_mask
+        allowed = causal_mask(x.shape[1], x.shape[1], x.device)
+        if attn_mask.dtype == torch.bool:
+            return attn_mask & allowed
+        return torch.where(allowed, attn_mask, float("-inf"))  # broadcasts both ways
+
+    def _attend(self, h: Tensor, attn_mask: Tensor | None) -> Tensor:
+        mask = self._mask(h, attn_mask)
+        is_causal = self.causal and mask is None  # a given mask already holds the triangle
+        return self.drop(self.attn(h, attn_mask=mask, is_causal=is_causal))
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        """Apply the block to ``x`` (B, L, d_model).
+
+        ``attn_mask`` (boolean, True = may attend, or additive float) broadcasts to
+        (B, n_heads, L, L), e.g. a key-padding mask of shape (B, 1, 1, L); with ``causal`` it
+        is combined with the causal mask.
+        """
+        if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[-1] != self.d_model:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must have shape (batch, length, {self.d_model}), got {shape}")
+        if self.norm_position == "pre":
+            x = x + self._attend(self.norm1(x), attn_mask)
+            return x + self.drop(self.ffn(self.norm2(x)))
+        x = self.norm1(x + self._attend(x, attn_mask))
+        return self.norm2(x + self.drop(self.ffn(x)))
+
+    def extra_repr(self) -> str:
+        return f"norm_position={self.norm_position!r}, causal={self.causal}"

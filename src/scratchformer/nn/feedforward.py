@@ -1,0 +1,106 @@
+"""The position-wise feed-forward network of a transformer block: act(x W1 + b1) W2 + b2.
+
+"Position-wise" means the same two affine maps act on every position (every vector along the
+last axis) independently, so the module works on inputs of shape (..., d_model).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from scratchformer.functional.activations import ACTIVATIONS, get_activation
+
+__all__ = ["FeedForward"]
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    """Fail early unless ``value`` is a positive int (bools are rejected)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value}")
+    return value
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN x ↦ act(x W1 + b1) W2 + b2 with W1: (d_model, d_hidden).
+
+    ``activation`` is "gelu", "gelu_tanh" or "relu"; ``d_hidden`` defaults to 4·d_model.
+    ``dropout`` acts on the hidden activations (residual dropout on the output is the block's
+    job). Parameters are initialised like ``nn.Linear``: U(−1/√fan_in, 1/√fan_in).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_hidden: int | None = None,
+        activation: str = "gelu",
+        dropout: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        d_model = _check_positive_int(d_model, "d_model")
+        d_hidden = 4 * d_model if d_hidden is None else _check_positive_int(d_hidden, "d_hidden")
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
+            )
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
+
+        self.d_model = d_model
+        self.d_hidden = d_hidden
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.act = get_activation(activation)
+        self.w1 = nn.Parameter(torch.empty(d_model, d_hidden))
+        self.w2 = nn.Parameter(torch.empty(d_hidden, d_model))
+        if bias:
+            self.b1 = nn.Parameter(torch.empty(d_hidden))
+            self.b2 = nn.Parameter(torch.empty(d_model))
+        else:
+            self.register_parameter("b1", None)
+            self.register_parameter("b2", None)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Re-draw every parameter from U(−1/√fan_in, 1/√fan_in), nn.Linear's default."""
+        for weight, bias in ((self.w1, self.b1), (self.w2, self.b2)):
+            bound = 1.0 / math.sqrt(weight.shape[0])  # fan_in: weights are (in, out)
+            weight.uniform_(-bound, bound)
+            if bias is not None:
+                bias.uniform_(-bound, bound)
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The pre-activation x W1 + b1, shape (..., d_hidden); exposed for analysis."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim == 0 or x.shape[-1] != self.d_model:
+            raise ValueError(
+                f"x must have shape (..., {self.d_model}) (d_model), got {tuple(x.shape)}"
+            )
+        z = x @ self.w1
+        return z if self.b1 is None else z + self.b1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the FFN to every position: (..., d_model) → (..., d_model)."""
+        h = self.act(self.hidden(x))
+        if self.dropout > 0.0 and self.training:
+            h = nn.functional.dropout(h, p=self.dropout, training=True)
+        y = h @ self.w2
+        return y if self.b2 is None else y + self.b2
+
+    def extra_repr(self) -> str:
+        """Shown inside ``repr(module)``."""
+        return (
+            f"d_model={self.d_model}, d_hidden={self.d_hidden}, activation={self.activation!r}, "
+            f"dropout={self.dropout}, bias={self.b1 is not None}"
+        )
