@@ -17,6 +17,14 @@ PROXY_ENV_VARS += tuple(v.upper() for v in PROXY_ENV_VARS)
 _MIRROR_ENV = os.environ.get("SCRATCHFORMER_DATA", "")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one torch thread per worker: two workers on two cores, no contention."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @pytest.fixture
 def data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No mirror, downloads allowed, and an empty cache under ``tmp_path``; returns the cache."""

@@ -65,10 +65,12 @@ def test_blocks_are_permutation_equivariant(norm, norm_position):
 
 
 def _encoder(positional: str, pooling: str = "mean", seed: int = 0) -> EncoderClassifier:
-    torch.manual_seed(seed)
-    model = EncoderClassifier(11, 2, 32, 4, 2, 12, positional=positional, pooling=pooling)
-    if positional == "learned":  # make the learned table as large as the sinusoidal one
-        torch.nn.init.normal_(model.positions.weight, std=1.0)
+    """A random float64 encoder in eval mode, built without touching the global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = EncoderClassifier(11, 2, 32, 4, 2, 12, positional=positional, pooling=pooling)
+        if positional == "learned":  # make the learned table as large as the sinusoidal one
+            torch.nn.init.normal_(model.positions.weight, std=1.0)
     return model.to(F64).eval()
 
 

@@ -138,8 +138,7 @@ def sorted_task(
     else:
         # Swap positions i < j holding different tokens: the larger then precedes the smaller.
         negs = positives.clone()
-        rows = torch.arange(len(positives), device=dev)
-        todo = rows
+        todo = torch.arange(len(positives), device=dev)  # rows still waiting for a swap
         while len(todo):
             ij = _random_permutations(len(todo), length, generator)[:, :2].sort(dim=-1).values
             a = positives[todo, ij[:, 0]]
