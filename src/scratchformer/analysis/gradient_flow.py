@@ -11,10 +11,9 @@ arrives at it (‖∂L/∂h_l‖), e.g. to compare the residual stream of Pre-LN
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from types import TracebackType
-
-import math
 
 import torch
 from torch import nn

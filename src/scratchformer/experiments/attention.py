@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -74,7 +75,9 @@ class AttentionCase:
         return f"B{self.batch}H{self.heads}L{self.lq}S{self.lk}E{self.head_dim}-{self.mask}"
 
 
-def pairwise_cover(factors: dict[str, tuple], cost=None) -> list[dict]:
+def pairwise_cover(
+    factors: dict[str, tuple], cost: Callable[[dict], float] | None = None
+) -> list[dict]:
     """Rows of the full product that together contain every pair of values of any two factors.
 
     Greedy: repeatedly take the row covering the most uncovered pairs, ties broken by lowest
@@ -169,7 +172,12 @@ def make_inputs(case: AttentionCase, g: torch.Generator) -> dict:
     return inputs
 
 
-def run_kernel(fn, inputs: dict, dtype: torch.dtype, device: str | torch.device = "cpu") -> dict:
+def run_kernel(
+    fn: Callable[..., torch.Tensor],
+    inputs: dict,
+    dtype: torch.dtype,
+    device: str | torch.device = "cpu",
+) -> dict:
     """Output and (q, k, v) gradients of attention ``fn`` on ``inputs`` cast to ``dtype``."""
     q, k, v = (
         inputs[n].to(device=device, dtype=dtype).requires_grad_(True) for n in ("q", "k", "v")

@@ -18,6 +18,10 @@ dropout is off, so the gradients it produces are the derived ones. With dropout 
 to plain autograd through the same forward: the random mask would otherwise have to be stored
 or regenerated, which would only add bookkeeping to a derivation that does not change.
 
+``is_causal=True`` (without dropout) takes a faster path, ``CausalAttentionFunction``: the same
+formulas evaluated one tile of query rows at a time, skipping the keys above the diagonal (half
+the work) and never holding a whole L×S matrix (see ``docs/benchmarks.md``).
+
 Fully masked rows: when every key of a query is masked, the softmax is 0/0. Here such a row gets
 zero weights, a zero output and zero gradients. PyTorch 2.13 on CPU does the same (both its
 math and its flash kernel); PyTorch releases before 2.5 returned NaN for such rows instead.
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Iterator
+from functools import lru_cache
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -35,8 +41,10 @@ from scratchformer.functional.masks import causal_mask, check_mask
 
 __all__ = [
     "AttentionFunction",
+    "CausalAttentionFunction",
     "attention_weights",
     "attention_with_derived_backward",
+    "causal_attention",
     "masked_softmax",
     "scaled_dot_product_attention",
 ]
@@ -54,6 +62,18 @@ def masked_softmax(scores: torch.Tensor) -> torch.Tensor:
     total = e.sum(dim=-1, keepdim=True)
     # total >= 1 whenever some key is unmasked (its shifted max contributes exp(0) = 1).
     return e / torch.where(total == 0, torch.ones_like(total), total)
+
+
+def _softmax_rows_(scores: torch.Tensor) -> torch.Tensor:
+    """``masked_softmax`` computed in place (no autograd): overwrites and returns ``scores``.
+
+    Five passes over the matrix (max, subtract, exp, sum, divide) and no L×S temporaries.
+    """
+    row_max = scores.amax(dim=-1, keepdim=True)
+    row_max.masked_fill_(torch.isneginf(row_max), 0.0)  # all -inf rows: see masked_softmax
+    scores.sub_(row_max).exp_()
+    total = scores.sum(dim=-1, keepdim=True)
+    return scores.div_(total.masked_fill_(total == 0, 1.0))
 
 
 def _scores(
@@ -85,7 +105,17 @@ class AttentionFunction(torch.autograd.Function):
         scale: float,
         attn_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        weights = masked_softmax(_scores(query, key, scale, attn_mask))
+        # Scale the L×E queries rather than the L×S scores, then mask and softmax in place.
+        scores = torch.matmul(query * scale, key.transpose(-2, -1))
+        if attn_mask is not None:
+            in_place = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
+            if attn_mask.dtype == torch.bool and in_place:
+                scores.masked_fill_(~attn_mask, float("-inf"))
+            elif attn_mask.dtype == torch.bool:  # v's batch axes enlarge the mask: broadcast
+                scores = torch.where(attn_mask, scores, float("-inf"))
+            else:
+                scores = scores.add_(attn_mask) if in_place else scores + attn_mask
+        weights = _softmax_rows_(scores)
         out = torch.matmul(weights, value)
         ctx.save_for_backward(query, key, value, weights)
         ctx.scale = scale
@@ -105,7 +135,7 @@ class AttentionFunction(torch.autograd.Function):
             # (diag(a) − aaᵀ) da = a ⊙ (da − aᵀda), row by row. rowsum(dO ⊙ O) equals aᵀda too,
             # but in float32 it does not cancel exactly against dA (e.g. rows with one key).
             delta = (grad_weights * weights).sum(dim=-1, keepdim=True)
-            grad_scores = weights * (grad_weights - delta)  # dP: softmax Jacobian, row by row
+            grad_scores = grad_weights.sub_(delta).mul_(weights)  # dP in place: A ⊙ (dA − δ)
             if need_q:
                 grad_q = (torch.matmul(grad_scores, key) * ctx.scale).sum_to_size(query.shape)
             if need_k:
@@ -135,6 +165,228 @@ def attention_with_derived_backward(
     return AttentionFunction.apply(query, key, value, scale, attn_mask)
 
 
+# --- causal attention, one tile of query rows at a time ---------------------------------------
+
+DEFAULT_BLOCK_ROWS = 128
+DEFAULT_TILE_ELEMENTS = 1 << 20  # 4 MiB of float32 scores per tile
+
+
+@lru_cache(maxsize=64)
+def _above_diagonal(rows: int, cols: int, device: torch.device) -> torch.Tensor:
+    """Boolean (rows, cols) block, True where column c > row r: the keys a tile must hide."""
+    return torch.ones(rows, cols, dtype=torch.bool, device=device).triu(1)
+
+
+def _tiles(
+    L: int, S: int, n: int, block_rows: int, tile_elements: int
+) -> Iterator[tuple[int, int, int, int, int]]:
+    """Tiles ``(i0, i1, j1, b0, b1)``: queries [i0, i1) of batch rows [b0, b1) against keys [0, j1).
+
+    Causal (top-left aligned): query i sees keys 0..i, so the keys at or beyond ``i1`` are
+    hidden from the whole block and never touched. That skips about half of the L×S work.
+    Batch rows are grouped so that one tile holds about ``tile_elements`` scores.
+    """
+    for i0 in range(0, L, block_rows):
+        i1 = min(i0 + block_rows, L)
+        j1 = min(i1, S)
+        group = max(1, tile_elements // ((i1 - i0) * j1))
+        for b0 in range(0, n, group):
+            yield i0, i1, j1, b0, min(b0 + group, n)
+
+
+def _tile_weights(
+    q_scaled: torch.Tensor,
+    key_t: torch.Tensor,
+    tile: tuple[int, int, int, int, int],
+    work: torch.Tensor | None,
+) -> torch.Tensor:
+    """Masked scores ``c·Q Kᵀ`` of one tile, shape (b1-b0, i1-i0, j1), written into ``work``.
+
+    ``work`` (a flat buffer reused from tile to tile, or None for a fresh tensor) avoids
+    allocating, i.e. page-faulting, new memory for every tile.
+    """
+    i0, i1, j1, b0, b1 = tile
+    q, kt = q_scaled[b0:b1, i0:i1], key_t[b0:b1, :, :j1]
+    if work is None:
+        scores = torch.bmm(q, kt)
+    else:
+        scores = work[: (b1 - b0) * (i1 - i0) * j1].view(b1 - b0, i1 - i0, j1)
+        torch.bmm(q, kt, out=scores)
+    if j1 > i0:  # the tile straddles the diagonal: hide keys i0+c > query i0+r
+        scores[:, :, i0:j1].masked_fill_(_above_diagonal(i1 - i0, j1 - i0, q.device), -math.inf)
+    return scores
+
+
+def _work_buffer(like: torch.Tensor, tiles: list[tuple[int, int, int, int, int]]) -> torch.Tensor:
+    """One flat buffer big enough for the largest tile."""
+    size = max((b1 - b0) * (i1 - i0) * j1 for i0, i1, j1, b0, b1 in tiles)
+    return like.new_empty(size)
+
+
+def _causal_forward(
+    q_scaled: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    tiles: list[tuple[int, int, int, int, int]],
+    keep: str,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Output of causal attention on (N, L, E) inputs, tile by tile.
+
+    ``keep`` says what the backward pass will need: ``"weights"`` returns every tile's weights
+    A; ``"lse"`` returns one (N, L, 1) tensor, the row log-sum-exp ``m + log z`` with which
+    ``A = exp(c·QKᵀ − lse)`` can be rebuilt; ``"nothing"`` returns an empty list.
+    """
+    N, L = q_scaled.shape[0], q_scaled.shape[1]
+    out = value.new_empty(N, L, value.shape[-1])
+    key_t = key.transpose(1, 2)
+    kept: list[torch.Tensor] = []
+    lse = q_scaled.new_empty(N, L, 1) if keep == "lse" else None
+    work = None if keep == "weights" else _work_buffer(q_scaled, tiles)
+    for tile in tiles:
+        i0, i1, j1, b0, b1 = tile
+        e = _tile_weights(q_scaled, key_t, tile, work)
+        row_max = e.amax(dim=-1, keepdim=True)  # finite: key 0 is visible to every query
+        e.sub_(row_max).exp_()
+        total = e.sum(dim=-1, keepdim=True)
+        if keep == "weights":
+            e.div_(total)  # the weights A, saved for the backward pass
+            kept.append(e)
+            torch.bmm(e, value[b0:b1, :j1], out=out[b0:b1, i0:i1])
+        else:  # normalise the (rows × Ev) output instead of the (rows × keys) tile
+            torch.bmm(e, value[b0:b1, :j1], out=out[b0:b1, i0:i1])
+            out[b0:b1, i0:i1].div_(total)
+            if lse is not None:
+                lse[b0:b1, i0:i1] = row_max + total.log()
+    if lse is not None:
+        kept.append(lse)
+    return out, kept
+
+
+class CausalAttentionFunction(torch.autograd.Function):
+    """Causal ``softmax(c·QKᵀ + M) V`` on (N, L, E) tensors, tile by tile, derived backward.
+
+    Same formulas as ``AttentionFunction`` (dV = AᵀdO, dP = A ⊙ (dA − rowsum(dA ⊙ A)),
+    dQ = c·dP K, dK = c·dPᵀQ), applied to one tile of query rows at a time. A tile holds
+    *whole* rows of visible keys, so its softmax is exact (no online rescaling) and δ is exact.
+    With ``recompute`` only the row log-sum-exp is saved and each tile's A is rebuilt in the
+    backward pass (O(L) memory, one more matrix product); otherwise the tiles of A are saved
+    (about L·S/2 numbers per batch row, no recomputation).
+    """
+
+    @staticmethod
+    def forward(
+        ctx,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        scale: float,
+        recompute: bool,
+        block_rows: int,
+        tile_elements: int,
+    ) -> torch.Tensor:
+        q_scaled = query * scale  # L×E multiplies instead of L×S; also what dK needs
+        tiles = list(_tiles(query.shape[1], key.shape[1], query.shape[0], block_rows,
+                            tile_elements))  # fmt: skip
+        out, kept = _causal_forward(q_scaled, key, value, tiles, "lse" if recompute else "weights")
+        ctx.save_for_backward(q_scaled, key, value, *kept)
+        ctx.scale, ctx.recompute, ctx.tiles = scale, recompute, tiles
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        q_scaled, key, value, *kept = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
+        grad_q, grad_k, grad_v = (torch.zeros_like(t) for t in (q_scaled, key, value))
+        key_t, value_t = key.transpose(1, 2), value.transpose(1, 2)
+        work = _work_buffer(q_scaled, ctx.tiles) if ctx.recompute else None
+        grad_work = _work_buffer(q_scaled, ctx.tiles)
+        prod_work = _work_buffer(q_scaled, ctx.tiles)
+        for t, tile in enumerate(ctx.tiles):
+            i0, i1, j1, b0, b1 = tile
+            rows, batch = slice(i0, i1), slice(b0, b1)
+            if ctx.recompute:  # A = exp(c·QKᵀ − lse), masked entries give exp(−inf) = 0
+                weights = _tile_weights(q_scaled, key_t, tile, work)
+                weights.sub_(kept[0][batch, rows]).exp_()
+            else:
+                weights = kept[t]
+            d_out = grad_out[batch, rows]
+            grad_v[batch, :j1].baddbmm_(weights.transpose(1, 2), d_out)  # dV += Aᵀ dO
+            size = (b1 - b0) * (i1 - i0) * j1
+            grad_w = grad_work[:size].view(weights.shape)
+            torch.bmm(d_out, value_t[batch, :, :j1], out=grad_w)  # dA = dO Vᵀ
+            prod = prod_work[:size].view(weights.shape)
+            delta = torch.mul(grad_w, weights, out=prod).sum(dim=-1, keepdim=True)
+            grad_p = grad_w.sub_(delta).mul_(weights)  # dP = A ⊙ (dA − δ), in place
+            grad_q[batch, rows].baddbmm_(grad_p, key[batch, :j1], alpha=ctx.scale)
+            grad_k[batch, :j1].baddbmm_(grad_p.transpose(1, 2), q_scaled[batch, rows])
+        return grad_q, grad_k, grad_v, None, None, None, None
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    """``value`` as an int >= 1, else a TypeError/ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _causal_apply(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    recompute: bool = False,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    tile_elements: int = DEFAULT_TILE_ELEMENTS,
+) -> torch.Tensor:
+    """Causal attention on checked inputs: flatten the batch axes, run the tiles, reshape back.
+
+    Broadcast batch axes are expanded before flattening, so autograd sums their gradients.
+    Without gradients to compute, no weights or log-sum-exp are kept at all.
+    """
+    L, S, Ev = query.shape[-2], key.shape[-2], value.shape[-1]
+    if L == 0 or S == 0:  # nothing to tile; the general path handles empty and all-masked rows
+        return AttentionFunction.apply(query, key, value, scale, causal_mask(L, S, query.device))
+    batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    q, k, v = (t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
+               for t in (query, key, value))  # fmt: skip
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        out = CausalAttentionFunction.apply(q, k, v, scale, recompute, block_rows, tile_elements)
+    else:
+        tiles = list(_tiles(L, S, q.shape[0], block_rows, tile_elements))
+        out, _ = _causal_forward(q * scale, k, v, tiles, "nothing")
+    return out.reshape(*batch, L, Ev)
+
+
+def causal_attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float | None = None,
+    *,
+    recompute: bool = False,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    tile_elements: int = DEFAULT_TILE_ELEMENTS,
+) -> torch.Tensor:
+    """Causal (top-left aligned) attention, tile by tile: ``scaled_dot_product_attention``'s
+    ``is_causal=True`` path, exposed with its tuning knobs.
+
+    ``block_rows`` queries form a block, which only meets the keys up to its last row; batch
+    rows are grouped so a tile holds about ``tile_elements`` scores. ``recompute`` trades one more
+    matrix product in the backward pass for O(L) instead of O(L·S) saved memory.
+    """
+    _check_qkv(query, key, value)
+    _check_batch(query, key, value)
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
+    block_rows = _check_positive_int("block_rows", block_rows)
+    tile_elements = _check_positive_int("tile_elements", tile_elements)
+    scale = _resolve_scale(scale, query)
+    return _causal_apply(query, key, value, scale, recompute, block_rows, tile_elements)
+
+
 def scaled_dot_product_attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -162,6 +414,8 @@ def scaled_dot_product_attention(
     )
     dropout_p = _check_dropout(dropout_p)
     if dropout_p == 0.0 or not training:
+        if is_causal and min(query.shape[-2], key.shape[-2]) > 0:
+            return _causal_apply(query, key, value, scale)
         return AttentionFunction.apply(query, key, value, scale, attn_mask)
     weights = masked_softmax(_scores(query, key, scale, attn_mask))
     weights = torch.nn.functional.dropout(weights, p=dropout_p, training=True)

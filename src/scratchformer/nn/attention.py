@@ -1,4 +1,13 @@
-"""Multi-head attention: project, split into heads, attend, merge, project back."""
+"""Multi-head attention: project, split into heads, attend, merge, project back.
+
+Two interchangeable attention kernels (``backend``): ``"scratch"``, our own
+`scaled_dot_product_attention` with its hand-derived backward (the default), and ``"sdpa"``,
+PyTorch's fused ``torch.nn.functional.scaled_dot_product_attention``. Both compute the same
+function; the second is there for speed and as a reference.
+
+For decoding, a `LayerKVCache` passed as ``kv_cache`` receives this call's keys and values and
+supplies those of earlier positions (self-attention only; see ``scratchformer.nn.kv_cache``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +17,25 @@ import torch
 from torch import nn
 
 from scratchformer.functional.attention import attention_weights, scaled_dot_product_attention
+from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
 
-__all__ = ["MultiHeadAttention"]
+__all__ = ["ATTENTION_BACKENDS", "MultiHeadAttention", "check_backend"]
+
+ATTENTION_BACKENDS = ("scratch", "sdpa")
+
+
+def check_backend(backend: object) -> str:
+    """Return ``backend`` if it names an attention kernel in `ATTENTION_BACKENDS`, else raise."""
+    if not isinstance(backend, str) or backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """``x @ w + b`` over the last axis of ``x``; with a bias as one ``addmm`` (no extra add)."""
+    if b is None:
+        return x @ w
+    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
 
 
 class MultiHeadAttention(nn.Module):
@@ -18,9 +44,18 @@ class MultiHeadAttention(nn.Module):
     Projections are plain matrices applied as ``x @ w`` (shape ``(d_model, d_model)``), so the
     weights read the way the equations are written: ``Q = x W_q + b_q``. Weights and biases are
     initialised like ``nn.Linear``: uniform in ±1/sqrt(d_model) (fan-in = d_model).
+    ``backend`` picks the attention kernel ("scratch" or "sdpa"); it may be changed at any time.
     """
 
-    def __init__(self, d_model: int, n_heads: int, *, bias: bool = True, dropout: float = 0.0):
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        *,
+        bias: bool = True,
+        dropout: float = 0.0,
+        backend: str = "scratch",
+    ):
         super().__init__()
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
             if isinstance(value, bool) or not isinstance(value, int):
@@ -40,11 +75,21 @@ class MultiHeadAttention(nn.Module):
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
         self.dropout = float(dropout)
+        self.backend = backend
         for name in ("q", "k", "v", "o"):
             self.register_parameter(f"w_{name}", nn.Parameter(torch.empty(d_model, d_model)))
             b = nn.Parameter(torch.empty(d_model)) if bias else None
             self.register_parameter(f"b_{name}", b)
         self.reset_parameters()
+
+    @property
+    def backend(self) -> str:
+        """The attention kernel: "scratch" (ours, derived backward) or "sdpa" (PyTorch's)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        self._backend = check_backend(value)
 
     def reset_parameters(self) -> None:
         """Draw every weight and bias from U(-1/sqrt(d_model), 1/sqrt(d_model)), as nn.Linear."""
@@ -52,13 +97,25 @@ class MultiHeadAttention(nn.Module):
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
 
-    def _project(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """``x @ w + b`` split into heads: (B, T, d_model) -> (B, H, T, head_dim)."""
-        y = x @ w
-        if b is not None:
-            y = y + b
+    def _split_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_model) -> (B, H, T, head_dim), a view (no copy)."""
         B, T, _ = y.shape
         return y.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def _project(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """``x @ w + b`` split into heads: (B, T, d_model) -> (B, H, T, head_dim)."""
+        return self._split_heads(_affine(x, w, b))
+
+    def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V of self-attention from one matrix product with ``[W_q | W_k | W_v]``.
+
+        The parameters stay separate; concatenating them (3·d_model² numbers) is cheap next to
+        the product, and one (d_model × 3·d_model) GEMM replaces three kernels each way.
+        """
+        w = torch.cat((self.w_q, self.w_k, self.w_v), dim=1)
+        b = None if self.b_q is None else torch.cat((self.b_q, self.b_k, self.b_v))
+        q, k, v = _affine(x, w, b).split(self.d_model, dim=-1)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
     def forward(
         self,
@@ -67,37 +124,62 @@ class MultiHeadAttention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        *,
+        kv_cache: LayerKVCache | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend from ``x`` (B, L, d_model) to ``context`` (B, S, d_model; default ``x``).
 
         ``attn_mask`` (boolean, True = take part, or additive float) broadcasts to (B, H, L, S),
         e.g. (L, S) or a key-padding mask (B, 1, 1, S). Returns (B, L, d_model), and with
-        ``need_weights`` also the pre-dropout weights (B, H, L, S), computed with plain autograd.
+        ``need_weights`` also the pre-dropout weights (B, H, L, S), computed with plain autograd
+        by the scratch kernel whatever the backend. With ``kv_cache`` the keys are the cached
+        ones followed by this call's (S = cached + L), and ``is_causal`` means each query sees
+        the keys up to its own position (bottom-right aligned; no mask at all when L = 1).
         """
         self._check_input("x", x)
-        context = x if context is None else context
-        self._check_input("context", context)
-        if context.shape[0] != x.shape[0]:
+        if is_causal and attn_mask is not None:
             raise ValueError(
-                f"context batch size {context.shape[0]} does not match x batch size {x.shape[0]}"
+                "attn_mask must be None when is_causal=True (the causal mask is built for you)"
             )
-        q = self._project(x, self.w_q, self.b_q)
-        k = self._project(context, self.w_k, self.b_k)
-        v = self._project(context, self.w_v, self.b_v)
+        if context is None:
+            q, k, v = self._project_qkv(x)
+        else:
+            if kv_cache is not None:
+                raise ValueError("kv_cache is for self-attention only; got a context as well")
+            self._check_input("context", context)
+            if context.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"context batch size {context.shape[0]} does not match x batch size "
+                    f"{x.shape[0]}"
+                )
+            q = self._project(x, self.w_q, self.b_q)
+            k = self._project(context, self.w_k, self.b_k)
+            v = self._project(context, self.w_v, self.b_v)
+        if kv_cache is not None:
+            past = kv_cache.length
+            k, v = kv_cache.append(k, v)
+            if is_causal and past > 0:
+                # The new queries are the last L of S positions: align the triangle bottom-right.
+                # A single query may see every key, so it needs no mask at all.
+                is_causal = False
+                L = q.shape[-2]
+                attn_mask = decode_causal_mask(L, k.shape[-2], q.device) if L > 1 else None
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:
             weights = attention_weights(q, k, attn_mask=attn_mask, is_causal=is_causal)
             dropped = nn.functional.dropout(weights, p=dropout_p, training=self.training)
             heads = dropped @ v
+        elif self._backend == "sdpa":
+            heads = nn.functional.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
+            )
         else:
             heads = scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
             )
         B, _, L, _ = heads.shape
         merged = heads.transpose(1, 2).reshape(B, L, self.d_model)
-        out = merged @ self.w_o
-        if self.b_o is not None:
-            out = out + self.b_o
+        out = _affine(merged, self.w_o, self.b_o)
         return (out, weights) if need_weights else out
 
     def _check_input(self, name: str, t: torch.Tensor) -> None:
@@ -114,5 +196,5 @@ class MultiHeadAttention(nn.Module):
         """Sizes shown by ``print(module)``."""
         return (
             f"d_model={self.d_model}, n_heads={self.n_heads}, head_dim={self.head_dim}, "
-            f"bias={self.b_q is not None}, dropout={self.dropout}"
+            f"bias={self.b_q is not None}, dropout={self.dropout}, backend={self._backend!r}"
         )

@@ -1,0 +1,438 @@
+"""Causal attention: scratchformer's from-scratch kernel against PyTorch's fused SDPA.
+
+Times ``scratchformer.functional.attention.scaled_dot_product_attention(..., is_causal=True)``
+("scratch") against ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)``
+("sdpa") and a straightforward masked implementation ("naive"), forward only (inference, under
+``torch.no_grad``) and forward + backward (training), in float32, at batch 8, 8 heads and head
+size 64 by default. The headline is the ratio scratch / sdpa: computed per interleaved round and
+then the median taken, so load from other processes cancels as far as possible.
+
+Writes ``causal_attention.json`` (everything), ``causal_attention.md`` (tables) and
+``causal_attention.png`` (log-log times and the ratio) under ``--out``. Run from the repository
+root::
+
+    python -m benchmarks.causal_attention                      # the full run (a few minutes)
+    python -m benchmarks.causal_attention --quick              # lengths 128-512, 3 rounds
+    python -m benchmarks.causal_attention --before old.json    # add an earlier run's ratios
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import (
+    interleaved_timings,
+    machine_info,
+    peak_cuda_bytes,
+    rss_rise_bytes,
+    run_json_subprocess,
+    summarize,
+)
+from scratchformer.functional import attention as scratch_attention
+from scratchformer.functional.masks import causal_mask
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FULL_LENGTHS = (128, 256, 512, 1024, 2048, 4096)
+QUICK_LENGTHS = (128, 256, 512)
+MODES = ("fwd", "fwd+bwd")
+NAME = "causal_attention"
+
+Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """PyTorch's fused kernel (flash attention on CPU and recent GPUs)."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def scratch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """scratchformer's ``scaled_dot_product_attention``: whatever path it takes for is_causal."""
+    return scratch_attention.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+def scratch_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """scratchformer's general path: the causal mask passed explicitly as a boolean mask."""
+    mask = causal_mask(q.shape[-2], k.shape[-2], q.device)
+    return scratch_attention.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+def scratch_recompute(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """scratchformer's blocked causal kernel, recomputing the weights in the backward pass."""
+    return scratch_attention.causal_attention(q, k, v, recompute=True)
+
+
+def naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The textbook version: build the mask, mask the scaled scores, softmax, autograd backward."""
+    L, S = q.shape[-2], k.shape[-2]
+    keep = torch.ones(L, S, dtype=torch.bool, device=q.device).tril()
+    scores = q @ k.transpose(-2, -1) * (1.0 / math.sqrt(q.shape[-1]))
+    scores = scores.masked_fill(~keep, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One implementation under test; ``full_scores`` if it holds whole L×S score matrices."""
+
+    fn: Attention
+    full_scores: bool
+    doc: str
+
+
+def _has_blocked_path() -> bool:
+    """Whether this scratchformer has the blocked causal kernel (added by this benchmark's work)."""
+    return hasattr(scratch_attention, "causal_attention")
+
+
+def variants() -> dict[str, Variant]:
+    """All implementations this benchmark knows, by name (``sdpa`` is the reference)."""
+    blocked = _has_blocked_path()
+    table = {
+        "sdpa": Variant(sdpa, False, "torch.nn.functional.scaled_dot_product_attention"),
+        "scratch": Variant(scratch, not blocked, "scratchformer, is_causal=True"),
+        "naive": Variant(naive, True, "mask + masked_fill + softmax + autograd"),
+    }
+    if blocked:
+        table["scratch_masked"] = Variant(
+            scratch_masked, True, "scratchformer general path, explicit boolean mask"
+        )
+        table["scratch_recompute"] = Variant(
+            scratch_recompute, False, "scratchformer blocked kernel, recompute in backward"
+        )
+    return table
+
+
+# --- one measurement ---------------------------------------------------------------------------
+
+
+def make_inputs(
+    batch: int, heads: int, length: int, head_dim: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
+    """Seeded q, k, v (requiring grad) and an upstream gradient, each (batch, heads, L, E)."""
+    g = torch.Generator().manual_seed(length)
+    shape = (batch, heads, length, head_dim)
+    q, k, v, grad_out = (torch.randn(shape, generator=g, dtype=dtype) for _ in range(4))
+    q, k, v = (t.to(device).requires_grad_(True) for t in (q, k, v))
+    return q, k, v, grad_out.to(device)
+
+
+def step(fn: Attention, mode: str, q, k, v, grad_out) -> Callable[[], object]:
+    """The call to time: inference forward under no_grad, or forward plus backward."""
+    if mode == "fwd":
+
+        def forward() -> object:
+            with torch.no_grad():
+                return fn(q, k, v)
+
+        return forward
+    if mode == "fwd+bwd":
+
+        def forward_backward() -> object:
+            out = fn(q, k, v)
+            return torch.autograd.grad(out, (q, k, v), grad_out)
+
+        return forward_backward
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def score_bytes(args: argparse.Namespace, length: int) -> int:
+    """Bytes of one full (batch, heads, L, L) float32 score matrix."""
+    return args.batch * args.heads * length * length * 4
+
+
+def skipped(variant: Variant, args: argparse.Namespace, length: int) -> bool:
+    """Whether ``variant`` is left out at ``length`` because its L×L scores exceed the budget."""
+    return variant.full_scores and score_bytes(args, length) > args.max_score_gib * 2**30
+
+
+def memory_probe(args: argparse.Namespace) -> dict:
+    """Peak extra memory (bytes) of one call of one variant: the ``--memory-probe`` entry point."""
+    name, mode, length = args.memory_probe[0], args.memory_probe[1], int(args.memory_probe[2])
+    device = torch.device(args.device)
+    fn = variants()[name].fn
+    # One tiny call first, so one-off costs (thread pools, libraries, the CUDA context) are paid
+    # outside the measurement.
+    step(fn, mode, *make_inputs(1, 1, 8, args.head_dim, device, torch.float32))()
+    q, k, v, grad_out = make_inputs(
+        args.batch, args.heads, length, args.head_dim, device, torch.float32
+    )
+    call = step(fn, mode, q, k, v, grad_out)
+    if device.type == "cuda":
+        return {"bytes": peak_cuda_bytes(call, device), "method": "cuda.max_memory_allocated"}
+    return {"bytes": rss_rise_bytes(call), "method": "ru_maxrss rise in a fresh process"}
+
+
+def measure_memory(args: argparse.Namespace, name: str, mode: str, length: int) -> dict:
+    """Run :func:`memory_probe` in a fresh interpreter (CPU peaks need a clean ``ru_maxrss``)."""
+    probe = [
+        "-m", f"benchmarks.{NAME}", "--memory-probe", name, mode, str(length),
+        "--device", args.device, "--batch", str(args.batch), "--heads", str(args.heads),
+        "--head-dim", str(args.head_dim),
+    ]  # fmt: skip
+    return run_json_subprocess(probe, cwd=REPO_ROOT)
+
+
+# --- the sweep ---------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace) -> dict:
+    """Time (and optionally measure memory of) every selected variant at every length."""
+    device = torch.device(args.device)
+    table = variants()
+    names = ["sdpa", *[n for n in args.variants if n != "sdpa"]]
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"--variants: unknown {unknown}; this version has {sorted(table)}")
+    results: list[dict] = []
+    for length in args.lengths:
+        q, k, v, grad_out = make_inputs(
+            args.batch, args.heads, length, args.head_dim, device, torch.float32
+        )
+        active = [n for n in names if not skipped(table[n], args, length)]
+        for mode in MODES:
+            fns = {n: step(table[n].fn, mode, q, k, v, grad_out) for n in active}
+
+            def rounds(warm_total: float) -> int:
+                fit = int(args.budget_s / max(warm_total, 1e-9))
+                return max(args.min_repeats, min(args.repeats, fit))
+
+            start = time.perf_counter()
+            samples = interleaved_timings(fns, device, rounds)
+            took = time.perf_counter() - start
+            for n in names:
+                entry: dict = {"variant": n, "mode": mode, "length": length}
+                if n not in samples:
+                    gib = score_bytes(args, length) / 2**30
+                    entry["skipped"] = (
+                        f"one L×L score matrix is {gib:.1f} GiB > --max-score-gib "
+                        f"{args.max_score_gib}; this path holds several at once"
+                    )
+                    results.append(entry)
+                    continue
+                ms = [s * 1e3 for s in samples[n]]
+                ratios = [a / b for a, b in zip(samples[n], samples["sdpa"], strict=True)]
+                entry["ms"] = summarize(ms).as_dict()
+                entry["ratio_to_sdpa"] = summarize(ratios).as_dict()
+                entry["samples_ms"] = [round(x, 3) for x in ms]
+                if args.memory:
+                    entry["memory"] = measure_memory(args, n, mode, length)
+                results.append(entry)
+            line = "  ".join(f"{n} {summarize(samples[n]).median * 1e3:8.1f} ms" for n in samples)
+            print(f"L={length:5d} {mode:7s} ({len(samples['sdpa'])} rounds, {took:5.1f} s)  {line}")
+            sys.stdout.flush()
+        del q, k, v, grad_out
+    return {
+        "benchmark": NAME,
+        "command": " ".join(["python -m benchmarks.causal_attention", *sys.argv[1:]]),
+        "machine": machine_info(device),
+        "config": {
+            "batch": args.batch,
+            "heads": args.heads,
+            "head_dim": args.head_dim,
+            "dtype": "float32",
+            "lengths": list(args.lengths),
+            "variants": names,
+            "repeats": args.repeats,
+            "min_repeats": args.min_repeats,
+            "budget_s": args.budget_s,
+            "max_score_gib": args.max_score_gib,
+        },
+        "variant_docs": {n: table[n].doc for n in names},
+        "results": results,
+    }
+
+
+# --- reporting ---------------------------------------------------------------------------------
+
+
+def _lookup(report: dict | None, variant: str, mode: str, length: int) -> dict | None:
+    """The result entry of ``variant`` in ``mode`` at ``length``, if measured."""
+    if report is None:
+        return None
+    for r in report["results"]:
+        if (r["variant"], r["mode"], r["length"]) == (variant, mode, length) and "ms" in r:
+            return r
+    return None
+
+
+def _fmt_ms(entry: dict | None) -> str:
+    return "—" if entry is None else f"{entry['ms']['median']:.1f}"
+
+
+def _fmt_ratio(entry: dict | None) -> str:
+    return "—" if entry is None else f"{entry['ratio_to_sdpa']['median']:.2f}×"
+
+
+def _fmt_mib(entry: dict | None) -> str:
+    if entry is None or "memory" not in entry:
+        return "—"
+    return f"{entry['memory']['bytes'] / 2**20:.0f}"
+
+
+def markdown_tables(report: dict, before: dict | None = None) -> str:
+    """The time table (scratch vs sdpa, with the earlier run's ratio) and the context table."""
+    lengths = report["config"]["lengths"]
+    names = report["config"]["variants"]
+    m = report["machine"]
+    lines = [
+        f"Measured on {m['cpu']} ({m['logical_cores']} logical cores, {m['torch_threads']} torch "
+        f"threads), torch {m['torch']}, device {m['device']}, load average at start "
+        f"{m['load_average_1_5_15']}. Times are medians over interleaved rounds (ms); ratios "
+        "are medians of the per-round ratios scratch / sdpa.",
+        "",
+        "| L | fwd sdpa | fwd scratch | fwd ratio | before | fwd+bwd sdpa | fwd+bwd scratch "
+        "| fwd+bwd ratio | before |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for L in lengths:
+        cells = [str(L)]
+        for mode in MODES:
+            s, ours = _lookup(report, "sdpa", mode, L), _lookup(report, "scratch", mode, L)
+            old = _lookup(before, "scratch", mode, L)
+            cells += [_fmt_ms(s), _fmt_ms(ours), _fmt_ratio(ours), _fmt_ratio(old)]
+        lines.append("| " + " | ".join(cells) + " |")
+    others = [n for n in names if n not in ("sdpa", "scratch")]
+    if others:
+        lines += [
+            "",
+            "Other implementations, ratio to sdpa (fwd / fwd+bwd):",
+            "",
+            "| L | " + " | ".join(others) + " |",
+            "|---:|" + "---:|" * len(others),
+        ]
+        for L in lengths:
+            cells = [str(L)]
+            for n in others:
+                f, fb = (_lookup(report, n, mode, L) for mode in MODES)
+                cells.append(f"{_fmt_ratio(f)} / {_fmt_ratio(fb)}")
+            lines.append("| " + " | ".join(cells) + " |")
+    if any("memory" in r for r in report["results"]):
+        method = next(r["memory"]["method"] for r in report["results"] if "memory" in r)
+        lines += [
+            "",
+            f"Peak extra memory of one call, MiB ({method}); fwd / fwd+bwd:",
+            "",
+            "| L | " + " | ".join(names) + " |",
+            "|---:|" + "---:|" * len(names),
+        ]
+        for L in lengths:
+            cells = [str(L)]
+            for n in names:
+                f, fb = (_lookup(report, n, mode, L) for mode in MODES)
+                cells.append(f"{_fmt_mib(f)} / {_fmt_mib(fb)}")
+            lines.append("| " + " | ".join(cells) + " |")
+    skips = sorted({(r["variant"], r["length"]) for r in report["results"] if "skipped" in r})
+    if skips:
+        lines += ["", "Skipped: " + ", ".join(f"{n} at L={L}" for n, L in skips) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path: Path, before: dict | None = None) -> Path:
+    """Log-log time against length per variant and mode, and the ratio to sdpa."""
+    from scratchformer.viz.figures import new_figure, save_figure
+
+    fig, (ax_t, ax_r) = new_figure(width=10.0, height=4.0, ncols=2)
+    lengths = report["config"]["lengths"]
+    series = [(report, n, "") for n in report["config"]["variants"]]
+    if before is not None:
+        series.append((before, "scratch", " (before)"))
+    colors = {"sdpa": "black", "scratch": "tab:blue", "naive": "tab:red"}
+    for rep, n, suffix in series:
+        color = "tab:gray" if suffix else colors.get(n)
+        for mode, style in (("fwd", "--"), ("fwd+bwd", "-")):
+            pts = [(L, e) for L in lengths if (e := _lookup(rep, n, mode, L)) is not None]
+            if not pts:
+                continue
+            xs = [L for L, _ in pts]
+            ax_t.plot(xs, [e["ms"]["median"] for _, e in pts], style, marker="o", ms=3,
+                      color=color, label=f"{n}{suffix} {mode}")  # fmt: skip
+            if n != "sdpa":
+                ax_r.plot(xs, [e["ratio_to_sdpa"]["median"] for _, e in pts], style,
+                          marker="o", ms=3, color=color, label=f"{n}{suffix} {mode}")  # fmt: skip
+    ax_t.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="time (ms)",
+             title="causal attention, B=8, H=8, E=64, fp32")  # fmt: skip
+    ax_r.axhline(1.0, color="black", lw=0.8)
+    ax_r.axhline(1.5, color="black", lw=0.8, ls=":", label="1.5× target")
+    ax_r.set(xscale="log", yscale="log", xlabel="sequence length L",
+             ylabel="time / sdpa time", title="ratio to PyTorch SDPA")  # fmt: skip
+    for ax in (ax_t, ax_r):
+        ax.set_xticks(lengths, [str(L) for L in lengths])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return save_figure(fig, path)
+
+
+# --- command line ------------------------------------------------------------------------------
+
+
+def _lengths(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"lengths must be positive, got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lengths", type=_lengths, default=FULL_LENGTHS)
+    p.add_argument("--repeats", type=int, default=7, help="most timed rounds per length and mode")
+    p.add_argument("--min-repeats", type=int, default=3, help="fewest rounds, however slow")
+    p.add_argument("--budget-s", type=float, default=30.0,
+                   help="seconds of timed rounds to aim for per length and mode")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--quick", action="store_true", help="lengths 128-512 and 3 rounds")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--variants", type=lambda s: s.split(","), default=["scratch", "naive"],
+                   help="comma-separated, besides sdpa (always run)")  # fmt: skip
+    p.add_argument("--max-score-gib", type=float, default=2.0,
+                   help="skip full-score paths when one L×L fp32 matrix exceeds this")  # fmt: skip
+    p.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--before", type=Path, help="an earlier JSON whose scratch ratios to add")
+    p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    p.add_argument("--memory-probe", nargs=3, metavar=("VARIANT", "MODE", "L"), help="internal")
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.quick:
+        args.lengths, args.repeats, args.min_repeats = QUICK_LENGTHS, 3, 3
+    if args.min_repeats < 1 or args.repeats < args.min_repeats:
+        p.error(f"need 1 <= --min-repeats <= --repeats, got {args.min_repeats}, {args.repeats}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark and write JSON, Markdown and PNG under ``--out``; returns the report."""
+    args = parse_args(argv)
+    if args.memory_probe:
+        result = memory_probe(args)
+        print(json.dumps(result))
+        return result
+    before = json.loads(args.before.read_text()) if args.before else None
+    report = run_benchmark(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{NAME}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / f"{NAME}.md").write_text(markdown_tables(report, before))
+    plot(report, args.out / f"{NAME}.png", before)
+    print(markdown_tables(report, before))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Timing and memory helpers shared by the benchmarks.
+
+Timing. Wall-clock time of one call, with ``torch.cuda.synchronize`` around it on a GPU (kernels
+run asynchronously there). Competing implementations are timed *interleaved*: every round runs
+each of them once, in an order that rotates from round to round, so a burst of load from other
+processes hits all of them alike instead of one implementation's whole series. We report the
+median over rounds and the interquartile range (IQR), both robust to the occasional slow outlier.
+
+Memory. On CUDA, ``torch.cuda.max_memory_allocated`` gives the peak of the caching allocator
+directly. On the CPU PyTorch keeps no such counter and ``tracemalloc`` does not see its
+allocations, so we measure the operating system's view instead: one call runs in a fresh
+subprocess and we report the rise of its peak resident set size (``ru_maxrss``) over the
+resident size just before the call. That counts every page the call touched at its high-water
+mark, i.e. the extra memory the computation needed on top of its inputs. It is coarse (page
+granularity, allocator caching included) but it is what a user running out of RAM would see.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "Stats",
+    "cpu_model",
+    "interleaved_timings",
+    "machine_info",
+    "peak_cuda_bytes",
+    "rss_bytes",
+    "rss_rise_bytes",
+    "run_json_subprocess",
+    "summarize",
+    "synchronize",
+    "time_call",
+]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Median and quartiles of repeated timings, in seconds, and how many there were."""
+
+    median: float
+    q1: float
+    q3: float
+    n: int
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range ``q3 - q1``: the spread of the middle half of the samples."""
+        return self.q3 - self.q1
+
+    def as_dict(self) -> dict[str, float | int]:
+        """Plain dict (for JSON), with the IQR included."""
+        return {**asdict(self), "iqr": self.iqr}
+
+
+def summarize(samples: Sequence[float]) -> Stats:
+    """Median and quartiles (inclusive method, so 1 or 2 samples work) of ``samples``."""
+    if len(samples) == 0:
+        raise ValueError("samples must not be empty")
+    xs = sorted(float(s) for s in samples)
+    if len(xs) == 1:
+        return Stats(xs[0], xs[0], xs[0], 1)
+    q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return Stats(statistics.median(xs), q1, q3, len(xs))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work on ``device``; a no-op on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds taken by one call of ``fn`` (synchronized before and after on a GPU)."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_timings(
+    fns: dict[str, Callable[[], object]],
+    device: torch.device,
+    rounds: int | Callable[[float], int],
+    warmup: int = 1,
+) -> dict[str, list[float]]:
+    """Time each function in ``fns`` once per round, rotating their order every round.
+
+    ``rounds`` is a count, or a function of the total warm-up time (seconds, all functions) that
+    returns one, so slow configurations can be given fewer rounds. Warm-up calls are discarded.
+    """
+    if warmup < 1:
+        raise ValueError(f"warmup must be >= 1 (it also sizes the rounds), got {warmup}")
+    warm_total = 0.0
+    for fn in fns.values():
+        for _ in range(warmup):
+            elapsed = time_call(fn, device)
+        warm_total += elapsed
+    n_rounds = rounds(warm_total) if callable(rounds) else rounds
+    if n_rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {n_rounds}")
+    names = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(n_rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(time_call(fns[name], device))
+    return samples
+
+
+def peak_cuda_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak CUDA memory allocated during ``fn`` above what was allocated before it."""
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process in bytes (Linux ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        resident_pages = int(f.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_rise_bytes(fn: Callable[[], object]) -> int:
+    """Rise of the peak resident set size during ``fn`` over the resident size before it.
+
+    Meaningful in a fresh process only: ``ru_maxrss`` never goes down, so an earlier larger peak
+    would hide this one (the result is then 0 or too small).
+    """
+    before = rss_bytes()
+    fn()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return max(0, peak - before)
+
+
+def run_json_subprocess(
+    args: Sequence[str], cwd: Path | None = None, timeout: float = 600.0
+) -> dict:
+    """Run ``python args...`` in a fresh interpreter and parse the last stdout line as JSON."""
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"subprocess {args} failed with code {done.returncode}: {done.stderr[-2000:]}"
+        )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cpu_model() -> str:
+    """The CPU model name from ``/proc/cpuinfo`` (Linux), else what ``platform`` reports."""
+    path = Path("/proc/cpuinfo")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, object]:
+    """What the numbers were measured on: CPU, cores, threads, torch, GPU, load average."""
+    info: dict[str, object] = {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info

@@ -1,0 +1,228 @@
+"""Autoregressive generation from a `GPT`: greedy decoding and temperature / top-k / top-p sampling.
+
+One step turns the model's logits ``z`` for the next token into a choice:
+
+* **greedy**: ``argmax z`` (also what temperature 0 means);
+* **temperature** ``τ``: sample from ``softmax(z / τ)``; ``τ < 1`` sharpens, ``τ > 1`` flattens;
+* **top-k**: keep exactly the ``k`` largest logits, renormalise over them;
+* **top-p** (nucleus, Holtzman et al., 2020): keep the smallest set of most likely tokens whose
+  total probability is ``>= p``, renormalise over it.
+
+Filters are applied in that order (temperature, top-k, top-p), as in Hugging Face transformers.
+
+With ``use_cache`` each step feeds only the new token through the model, reusing the keys and
+values of earlier positions (`KVCache`), so a step costs one position instead of a full prefix.
+
+**Past the context window.** The model sees at most its last ``context_len`` tokens: once the
+sequence is longer, the input is cropped to that window (as nanoGPT does). Absolute positions
+then shift by one at every step, so cached keys (computed at other positions) are stale; the
+cache is refilled from the cropped window, and from then on each step costs a full window in
+both modes. Cached and uncached decoding therefore see exactly the same inputs at every step.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+from scratchformer.models.gpt import GPT
+
+__all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter"]
+
+
+def _check_logits(logits: object) -> Tensor:
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim < 1:
+        got = f"{logits.dtype} {tuple(logits.shape)}" if isinstance(logits, Tensor) else type(
+            logits
+        ).__name__
+        raise TypeError(f"logits must be a floating tensor (..., vocab), got {got}")
+    return logits
+
+
+def _check_top_k(top_k: object) -> int | None:
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__} {top_k!r}")
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    return int(top_k)
+
+
+def _check_top_p(top_p: object) -> float | None:
+    if top_p is None:
+        return None
+    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
+        raise TypeError(f"top_p must be a float or None, got {type(top_p).__name__} {top_p!r}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    return float(top_p)
+
+
+def _check_temperature(temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+    return float(temperature)
+
+
+def top_k_filter(logits: Tensor, k: int) -> Tensor:
+    """Keep exactly the ``k`` largest logits of each row (last axis); set the rest to -inf.
+
+    Ties at the k-th value are broken by ``torch.topk``, so exactly ``min(k, vocab)`` survive.
+    """
+    logits = _check_logits(logits)
+    k = _check_top_k(k)
+    if k >= logits.shape[-1]:
+        return logits
+    values, indices = logits.topk(k, dim=-1)
+    return torch.full_like(logits, float("-inf")).scatter(-1, indices, values)
+
+
+def top_p_filter(logits: Tensor, p: float) -> Tensor:
+    """Keep the smallest set of most likely tokens with total probability ``>= p``; -inf the rest.
+
+    A token is kept iff the probability of the tokens ranked above it is ``< p``, i.e. it is still
+    needed to reach ``p``. The most likely token is always kept.
+    """
+    logits = _check_logits(logits)
+    p = _check_top_p(p)
+    probs_sorted, order = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)
+    cum = probs_sorted.cumsum(dim=-1)
+    mass_before = torch.cat((torch.zeros_like(cum[..., :1]), cum[..., :-1]), dim=-1)
+    keep_sorted = mass_before < p
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, float("-inf"))
+
+
+def sample_next_token(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token id per row of ``logits`` (B, vocab) -> (B,): greedy, or sampled after filters.
+
+    ``temperature=0`` is greedy. ``generator`` makes sampling reproducible.
+    """
+    logits = _check_logits(logits)
+    temperature = _check_temperature(temperature)
+    top_k, top_p = _check_top_k(top_k), _check_top_p(top_p)
+    if not isinstance(greedy, bool):
+        raise TypeError(f"greedy must be a bool, got {type(greedy).__name__}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if greedy or temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits.float(), dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
+def _check_generate_args(model: object, idx: object, max_new_tokens: object, eos_id: object):
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    if not isinstance(idx, Tensor) or idx.is_floating_point() or idx.dtype == torch.bool:
+        got = idx.dtype if isinstance(idx, Tensor) else type(idx).__name__
+        raise TypeError(f"idx must be an integer tensor of token ids, got {got}")
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(
+            f"idx must have shape (batch, length >= 1) (a prompt), got {tuple(idx.shape)}"
+        )
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
+        raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if eos_id is not None:
+        vocab = model.config.vocab_size
+        if isinstance(eos_id, bool) or not isinstance(eos_id, numbers.Integral):
+            raise TypeError(f"eos_id must be an int or None, got {type(eos_id).__name__}")
+        if not 0 <= eos_id < vocab:
+            raise ValueError(f"eos_id must be in [0, vocab_size={vocab}), got {eos_id}")
+
+
+@torch.no_grad()
+def generate(
+    model: GPT,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    greedy: bool = False,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+    return_logits: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Extend the prompts ``idx`` (B, T) by up to ``max_new_tokens`` tokens -> (B, T + n).
+
+    Sampling options as in `sample_next_token`. With ``eos_id`` a row that has produced it
+    keeps producing it, and generation stops early once every row has. The model runs in eval
+    mode (no dropout) and is put back in its previous mode afterwards. ``return_logits`` also
+    returns the raw model logits of every step, (B, n, vocab). Longer than ``context_len``: the
+    window is cropped (see the module docstring).
+    """
+    _check_generate_args(model, idx, max_new_tokens, eos_id)
+    if not isinstance(greedy, bool) or not isinstance(use_cache, bool):
+        raise TypeError(
+            f"greedy and use_cache must be bools, got {type(greedy).__name__} and "
+            f"{type(use_cache).__name__}"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    # Validate the sampling options once, before any model work.
+    sample_kw = {
+        "temperature": _check_temperature(temperature),
+        "top_k": _check_top_k(top_k),
+        "top_p": _check_top_p(top_p),
+        "greedy": greedy,
+        "generator": generator,
+    }
+    window = model.config.context_len
+    cache = model.new_kv_cache() if use_cache else None
+    start = 0  # with a cache: the position in seq of the cache's position 0
+    seq = idx
+    finished = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+    step_logits = []
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(max_new_tokens):
+            if cache is None:
+                hidden = model.hidden_states(seq[:, -window:])
+            else:
+                if seq.shape[1] - start > window:  # slide: positions shift, refill the cache
+                    start = seq.shape[1] - window
+                    cache.reset()
+                hidden = model.hidden_states(seq[:, start + cache.length :], cache)
+            logits = model.logits(hidden[:, -1])
+            if return_logits:
+                step_logits.append(logits)
+            token = sample_next_token(logits, **sample_kw)
+            if eos_id is not None:
+                token = token.masked_fill(finished, eos_id)
+                finished |= token == eos_id
+            seq = torch.cat((seq, token.to(seq.dtype)[:, None]), dim=1)
+            if eos_id is not None and bool(finished.all()):
+                break
+    finally:
+        model.train(was_training)
+    if not return_logits:
+        return seq
+    vocab = model.config.vocab_size
+    empty = torch.empty(idx.shape[0], 0, vocab, dtype=model.head_weight.dtype, device=idx.device)
+    return seq, torch.stack(step_logits, dim=1) if step_logits else empty

@@ -1,0 +1,346 @@
+"""A decoder-only transformer language model in the style of GPT-2.
+
+    idx (B, T) -> token embedding + positions (learned or sin/cos) -> dropout
+               -> n_layers pre-LN causal blocks -> final norm -> x Wₑᵀ -> logits (B, T, vocab)
+
+Every position predicts the next token. The causal mask makes logit ``t`` a function of tokens
+``0..t`` only (proof: docs/derivations/causal-mask.md), so one forward pass over a sequence of
+length T trains T next-token predictions at once, and decoding can reuse the keys and values of
+earlier positions (`KVCache`). With ``tie_weights`` the output projection is the token
+embedding itself (Press & Wolf, 2017): the logit of token v is the dot product of the final
+hidden state with v's embedding.
+
+Initialisation follows GPT-2: every matrix and embedding ~ N(0, 0.02²), biases 0, and the two
+projections that write into the residual stream (attention ``w_o``, FFN ``w2``) scaled down by
+1/sqrt(2·n_layers), since the stream is a sum of 2·n_layers such branches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from scratchformer.functional.activations import ACTIVATIONS
+from scratchformer.nn.attention import ATTENTION_BACKENDS, MultiHeadAttention, check_backend
+from scratchformer.nn.block import TransformerBlock, make_norm
+from scratchformer.nn.embeddings import (
+    LearnedPositionalEmbedding,
+    SinusoidalPositionalEmbedding,
+    TokenEmbedding,
+)
+from scratchformer.nn.kv_cache import KVCache
+from scratchformer.nn.norm import NORMS
+
+__all__ = ["GPT", "GPT_POSITIONALS", "IGNORE_INDEX", "GPTConfig"]
+
+GPT_POSITIONALS = ("learned", "sinusoidal")
+IGNORE_INDEX = -100
+"""Targets equal to this take no part in the loss (PyTorch's cross-entropy default)."""
+
+INIT_STD = 0.02
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+@dataclass
+class GPTConfig:
+    """Sizes and switches of a `GPT`; checked on construction.
+
+    ``d_hidden`` defaults to 4·d_model. ``bias`` puts biases in every linear map and shifts in
+    the LayerNorms (GPT-2: True). ``activation`` is any name in `ACTIVATIONS` ("gelu_tanh" is
+    GPT-2's "gelu_new"); ``norm`` is "layer" or "rms".
+    """
+
+    vocab_size: int
+    context_len: int
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_hidden: int | None = None
+    dropout: float = 0.0
+    bias: bool = True
+    positional: str = "learned"
+    tie_weights: bool = True
+    attention_backend: str = "scratch"
+    activation: str = "gelu_tanh"
+    norm: str = "layer"
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_len", "n_layers", "n_heads", "d_model"):
+            _positive_int(name, getattr(self, name))
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"d_model must be divisible by n_heads, got d_model={self.d_model} and "
+                f"n_heads={self.n_heads}"
+            )
+        if self.d_hidden is not None:
+            _positive_int("d_hidden", self.d_hidden)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
+            raise TypeError(f"dropout must be a float, got {type(self.dropout).__name__}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _flag("bias", self.bias)
+        _flag("tie_weights", self.tie_weights)
+        _choice("positional", self.positional, GPT_POSITIONALS)
+        _choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
+        _choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
+        _choice("norm", self.norm, NORMS)
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ValueError(
+                f"positional='sinusoidal' needs an even d_model (sin/cos pairs), got {self.d_model}"
+            )
+        eps = self.norm_eps
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps):
+            raise TypeError(f"norm_eps must be a finite real number, got {eps!r}")
+        if eps < 0:
+            raise ValueError(f"norm_eps must be >= 0, got {eps}")
+
+    @property
+    def hidden_size(self) -> int:
+        """The FFN width: ``d_hidden``, or 4·d_model when that is None."""
+        return 4 * self.d_model if self.d_hidden is None else self.d_hidden
+
+
+class GPT(nn.Module):
+    """Decoder-only language model: token ids (B, T) -> next-token logits (B, T, vocab_size).
+
+    ``forward(idx, targets)`` returns ``(logits, loss)`` (loss None without targets), so a
+    trainer's loss function is ``lambda m, b: m(b.inputs, b.targets)[1]``.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        d = config.d_model
+        self.tok_emb = TokenEmbedding(config.vocab_size, d, init_std=INIT_STD)
+        if config.positional == "learned":
+            self.pos_emb: nn.Module = LearnedPositionalEmbedding(
+                config.context_len, d, init_std=INIT_STD
+            )
+        else:
+            self.pos_emb = SinusoidalPositionalEmbedding(config.context_len, d)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(
+                d,
+                config.n_heads,
+                config.hidden_size,
+                activation=config.activation,
+                dropout=config.dropout,
+                norm=config.norm,
+                norm_position="pre",
+                causal=True,
+                bias=config.bias,
+                attention_backend=config.attention_backend,
+                norm_eps=config.norm_eps,
+                norm_bias=config.bias,
+            )
+            for _ in range(config.n_layers)
+        )
+        self.norm = make_norm(config.norm, d, config.norm_eps, config.bias)
+        if config.tie_weights:
+            self.register_parameter("lm_head", None)
+        else:
+            self.lm_head = nn.Parameter(torch.empty(config.vocab_size, d))
+        self.reset_parameters()
+
+    # --- construction ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """GPT-2 initialisation: N(0, 0.02²) matrices/embeddings, zero biases, unit norm gains;
+        residual-branch output projections get std 0.02/sqrt(2·n_layers)."""
+        residual_std = INIT_STD / math.sqrt(2 * self.config.n_layers)
+        nn.init.normal_(self.tok_emb.weight, std=INIT_STD)
+        if isinstance(self.pos_emb, LearnedPositionalEmbedding):
+            nn.init.normal_(self.pos_emb.weight, std=INIT_STD)
+        if self.lm_head is not None:
+            nn.init.normal_(self.lm_head, std=INIT_STD)
+        for block in self.blocks:
+            attn, ffn = block.attn, block.ffn
+            for w, std in ((attn.w_q, INIT_STD), (attn.w_k, INIT_STD), (attn.w_v, INIT_STD),
+                           (attn.w_o, residual_std), (ffn.w1, INIT_STD), (ffn.w2, residual_std)):
+                nn.init.normal_(w, std=std)
+            for b in (attn.b_q, attn.b_k, attn.b_v, attn.b_o, ffn.b1, ffn.b2):
+                if b is not None:
+                    nn.init.zeros_(b)
+            block.norm1.reset_parameters()
+            block.norm2.reset_parameters()
+        self.norm.reset_parameters()
+
+    @classmethod
+    def from_pretrained_hf(
+        cls, path_or_name: str | Path, *, local_files_only: bool = True, **overrides
+    ) -> GPT:
+        """A GPT holding the weights of a Hugging Face GPT-2 checkpoint (needs ``transformers``).
+
+        ``path_or_name`` is a directory written by ``save_pretrained`` or a model name already in
+        the local HF cache; nothing is downloaded unless ``local_files_only=False``.
+        ``overrides`` replace GPTConfig fields (e.g. ``attention_backend="sdpa"``).
+        """
+        from scratchformer.models.hf_gpt2 import load_pretrained_hf
+
+        return load_pretrained_hf(cls, path_or_name, local_files_only=local_files_only,
+                                  **overrides)
+
+    # --- switches and counts --------------------------------------------------------------
+
+    @property
+    def head_weight(self) -> Tensor:
+        """The (vocab_size, d_model) output projection: the token embedding when tied."""
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head
+
+    def configure_backend(self, backend: str) -> GPT:
+        """Switch every attention layer to ``backend`` ("scratch" or "sdpa"); returns self."""
+        backend = check_backend(backend)
+        for module in self.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.backend = backend
+        self.config = dataclasses.replace(self.config, attention_backend=backend)
+        return self
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Trainable parameters, each shared tensor counted once.
+
+        ``exclude_embeddings`` leaves out the token and positional tables (the "non-embedding"
+        count of Kaplan et al., 2020); an untied output projection is still counted.
+        """
+        params = {id(p): p for p in self.parameters() if p.requires_grad}
+        if exclude_embeddings:
+            params.pop(id(self.tok_emb.weight), None)
+            if isinstance(self.pos_emb, LearnedPositionalEmbedding):
+                params.pop(id(self.pos_emb.weight), None)
+        return sum(p.numel() for p in params.values())
+
+    # --- forward --------------------------------------------------------------------------
+
+    def _check_idx(self, idx: Tensor, offset: int) -> None:
+        if not isinstance(idx, Tensor):
+            raise TypeError(f"idx must be a torch.Tensor of token ids, got {type(idx).__name__}")
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise TypeError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+        if idx.ndim != 2 or idx.shape[1] == 0:
+            raise ValueError(f"idx must have shape (batch, length >= 1), got {tuple(idx.shape)}")
+        if offset + idx.shape[1] > self.config.context_len:
+            cached = f"{offset} cached + " if offset else ""
+            raise ValueError(
+                f"sequence of {cached}{idx.shape[1]} tokens exceeds context_len="
+                f"{self.config.context_len}; crop the input to the last "
+                f"{self.config.context_len - offset} tokens"
+            )
+
+    def embed(self, idx: Tensor, offset: int = 0) -> Tensor:
+        """Token embeddings plus positions ``offset .. offset + T - 1``: (B, T) -> (B, T, d)."""
+        self._check_idx(idx, offset)
+        return self.drop(self.pos_emb(self.tok_emb(idx), offset))
+
+    def hidden_states(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """The final-norm hidden states (B, T, d_model) of token ids ``idx`` (B, T).
+
+        With ``kv_cache`` the tokens continue the cached positions: they are embedded at
+        positions ``kv_cache.length ..`` and their keys/values are appended to the cache.
+        """
+        if kv_cache is None:
+            x = self.embed(idx)
+            for block in self.blocks:
+                x = block(x)
+        else:
+            if not isinstance(kv_cache, KVCache) or len(kv_cache) != len(self.blocks):
+                raise ValueError(
+                    f"kv_cache must be a KVCache with {len(self.blocks)} layers, got {kv_cache!r}"
+                )
+            x = self.embed(idx, kv_cache.length)
+            for block, layer_cache in zip(self.blocks, kv_cache.layers, strict=True):
+                x = block(x, kv_cache=layer_cache)
+        return self.norm(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Next-token logits ``hidden @ Wᵀ`` (…, vocab_size) from final hidden states (…, d)."""
+        return hidden @ self.head_weight.T
+
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits (B, T, vocab_size) for token ids (B, T), and the mean cross-entropy.
+
+        ``targets`` (B, T) holds the next token of every position; entries equal to
+        `IGNORE_INDEX` (-100) are left out of the mean (all ignored gives NaN, as in PyTorch).
+        The loss is None without targets. ``kv_cache``: see `hidden_states`.
+        """
+        logits = self.logits(self.hidden_states(idx, kv_cache))
+        if targets is None:
+            return logits, None
+        if not isinstance(targets, Tensor) or targets.shape != idx.shape:
+            got = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
+            raise ValueError(f"targets must have the shape of idx {tuple(idx.shape)}, got {got}")
+        if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+            raise TypeError(f"targets must hold integer token ids, got dtype {targets.dtype}")
+        loss = nn.functional.cross_entropy(
+            logits.view(-1, logits.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+        )
+        return logits, loss
+
+    @torch.no_grad()
+    def attention_maps(self, idx: Tensor) -> list[Tensor]:
+        """Each layer's attention weights (B, n_heads, T, T) for ``idx`` (B, T), for plotting.
+
+        Computed by the scratch kernel whatever the backend; rows sum to 1 and the upper
+        triangle is exactly 0. Dropout follows the module's train/eval mode.
+        """
+        x = self.embed(idx)
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, need_weights=True)
+            maps.append(weights)
+        return maps
+
+    def new_kv_cache(self, capacity: int | None = None) -> KVCache:
+        """An empty `KVCache` for this model with room for ``capacity`` (default context_len)."""
+        capacity = self.config.context_len if capacity is None else capacity
+        if isinstance(capacity, int) and capacity > self.config.context_len:
+            raise ValueError(
+                f"capacity must be <= context_len={self.config.context_len}, got {capacity}"
+            )
+        return KVCache(len(self.blocks), capacity)
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (
+            f"vocab_size={c.vocab_size}, context_len={c.context_len}, n_layers={c.n_layers}, "
+            f"n_heads={c.n_heads}, d_model={c.d_model}, positional={c.positional!r}, "
+            f"tie_weights={c.tie_weights}, attention_backend={c.attention_backend!r}"
+        )
+
