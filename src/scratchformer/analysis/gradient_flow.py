@@ -12,7 +12,7 @@ arrives at it (‖∂L/∂h_l‖), e.g. to compare the residual stream of Pre-LN
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
 import torch
@@ -28,6 +28,7 @@ __all__ = [
     "layer_grad_norms",
     "mean_and_std",
     "mean_pairwise_cosine",
+    "meanfield_second_moments",
     "relu_cosine_map",
     "relu_dead_probability",
     "zero_fraction",
@@ -120,6 +121,31 @@ def mean_pairwise_cosine(h: torch.Tensor) -> float:
     gram = hn @ hn.T
     n = h.shape[0]
     return ((gram.sum() - gram.diagonal().sum()) / (n * (n - 1))).item()
+
+
+def meanfield_second_moments(
+    act: Callable[[torch.Tensor], torch.Tensor],
+    depth: int,
+    q1: float = 2.0,
+    gain2: float = 2.0,
+    n_grid: int = 20_001,
+) -> list[float]:
+    """Mean square q_l of the pre-activations of a zero-bias stack, layer by layer, at ∞ width.
+
+    With W ~ N(0, gain2/width): q_{l+1} = gain2 · E_{z~N(0,1)}[act(√q_l · z)²], starting at
+    ``q1`` (2 for unit-variance inputs and He init). ReLU keeps q constant; GELU shrinks it.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive int, got {depth!r}")
+    if not q1 > 0 or not gain2 > 0:
+        raise ValueError(f"q1 and gain2 must be positive, got q1={q1!r}, gain2={gain2!r}")
+    z = torch.linspace(-12.0, 12.0, n_grid, dtype=torch.float64)
+    weight = standard_normal_pdf(z)
+    qs = [float(q1)]
+    for _ in range(depth - 1):
+        second = torch.trapezoid(act(math.sqrt(qs[-1]) * z) ** 2 * weight, z).item()
+        qs.append(gain2 * second)
+    return qs
 
 
 def relu_cosine_map(c: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ from scratchformer.experiments.registry import get, register, studies  # noqa: F
 from scratchformer.experiments import (  # noqa: F401  isort: skip
     attention,
     feedforward,
+    gpt_arithmetic,
     positional,
     positional_ablation,
 )

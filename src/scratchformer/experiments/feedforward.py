@@ -35,6 +35,7 @@ from scratchformer.analysis.gradient_flow import (
     layer_grad_norms,
     mean_and_std,
     mean_pairwise_cosine,
+    meanfield_second_moments,
     relu_cosine_map,
     relu_dead_probability,
     zero_fraction,
@@ -344,8 +345,10 @@ def _plot_training(cfg: Config, training: dict, out: Path) -> None:
     save_figure(fig, out / "training.png")
 
 
-def _table(cfg: Config, init: dict, training: dict, approx: tuple[float, float]) -> str:
-    """The study's headline numbers as a Markdown table."""
+def _table(
+    cfg: Config, init: dict, training: dict, approx: tuple[float, float], meanfield: dict
+) -> str:
+    """The study's headline numbers as Markdown tables."""
     lines = [
         f"GELU tanh approximation: max |error| = {approx[0]:.3e} at x = {approx[1]:.3f}",
         "",
@@ -353,19 +356,22 @@ def _table(cfg: Config, init: dict, training: dict, approx: tuple[float, float])
         "mean ± std over seeds):",
         "",
         "| setting | depth | activation | ‖∂L/∂W_1‖ | ‖∂L/∂W_L‖ | first/last | "
-        "dead avg | dead last layer | zero act' entries avg |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "dead avg | dead last layer | zero act' entries avg | mean z² at layer L |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for setting in cfg.settings:
         for depth in cfg.depths:
             for act in cfg.activations:
                 s = init[setting][f"depth_{depth}"][act]
                 zero = sum(s["zero_grad_fraction_mean"]) / depth
+                q_last = f"{s['preact_ms_mean'][-1]:.3g}"
+                if setting == "plain":
+                    q_last += f" (mean-field {meanfield[act][depth - 1]:.3g})"
                 lines.append(
                     f"| {setting} | {depth} | {act} | {s['grad_norm_mean'][0]:.3g} | "
                     f"{s['grad_norm_mean'][-1]:.3g} | {s['ratio_first_last_mean']:.3g} ± "
                     f"{s['ratio_first_last_std']:.2g} | {s['dead_fraction_avg']:.3f} | "
-                    f"{s['dead_fraction_last_layer']:.3f} | {zero:.3f} |"
+                    f"{s['dead_fraction_last_layer']:.3f} | {zero:.3f} | {q_last} |"
                 )
     lines += [
         "",
@@ -476,11 +482,16 @@ def run(cfg: Config, out: Path) -> dict:
 
     _plot_init(cfg, init, theory, out)
     _plot_training(cfg, training, out)
-    (out / "table.md").write_text(_table(cfg, init, training, approx))
+    meanfield = {
+        act: meanfield_second_moments(get_activation(act), max(cfg.depths))
+        for act in cfg.activations
+    }
+    (out / "table.md").write_text(_table(cfg, init, training, approx, meanfield))
     return {
         "tanh_approx_max_abs_error": approx[0],
         "tanh_approx_argmax_x": approx[1],
         "init": init,
         "relu_theory": theory,
+        "meanfield_preact_ms": meanfield,
         "training": training,
     }

@@ -34,7 +34,7 @@ __all__ = [
 
 
 def _digit_places(start: int, text: str) -> dict[int, int]:
-    """``{place value: string index}`` of the digits of the number ``text`` starting at ``start``."""
+    """``{place value: string index}`` of the digits of number ``text`` placed at ``start``."""
     first = start + (1 if text.startswith("-") else 0)
     end = start + len(text)
     return {end - 1 - i: i for i in range(first, end)}
@@ -46,7 +46,7 @@ def aligned_positions(problem: str) -> list[tuple[int, tuple[int, ...]]]:
     E.g. ``'12+345=357$'``: the answer's hundreds digit (index 7) is predicted at query 6 and
     aligned with the '3' at index 3 only (12 has no hundreds digit) -> ``(6, (3,))``.
     """
-    a, op, b, answer, _ = parse_problem(problem)
+    a, _, b, answer, _ = parse_problem(problem)
     if answer is None:
         raise ValueError(f"problem must contain its answer, got {problem!r}")
     sa, sb, sc = str(a), str(b), str(answer)
@@ -82,7 +82,7 @@ def alignment_scores(maps: Sequence[Tensor] | Tensor, problems: Sequence[str]) -
     attention's score), ``best`` ``(layer, head)``, ``best_score`` and ``n_items``.
     """
     a = _stack(maps)
-    L, N, H, T, _ = a.shape
+    N, T = a.shape[1], a.shape[-1]
     if isinstance(problems, str) or not isinstance(problems, Sequence):
         raise TypeError(f"problems must be a sequence of str, got {type(problems).__name__}")
     if len(problems) != N:

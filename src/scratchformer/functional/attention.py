@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
 from functools import lru_cache
 
 import torch
@@ -55,6 +54,8 @@ def masked_softmax(scores: torch.Tensor) -> torch.Tensor:
 
     The row maximum is subtracted first (softmax is shift invariant) so ``exp`` never overflows.
     """
+    if scores.shape[-1] == 0:  # no keys at all: empty rows, nothing to normalise
+        return scores.clone()
     row_max = scores.amax(dim=-1, keepdim=True).detach()
     # A row of only -inf has max -inf; shifting by it would give -inf - (-inf) = NaN.
     row_max = torch.where(torch.isneginf(row_max), torch.zeros_like(row_max), row_max)
@@ -69,6 +70,8 @@ def _softmax_rows_(scores: torch.Tensor) -> torch.Tensor:
 
     Five passes over the matrix (max, subtract, exp, sum, divide) and no L×S temporaries.
     """
+    if scores.shape[-1] == 0:
+        return scores
     row_max = scores.amax(dim=-1, keepdim=True)
     row_max.masked_fill_(torch.isneginf(row_max), 0.0)  # all -inf rows: see masked_softmax
     scores.sub_(row_max).exp_()
@@ -170,91 +173,132 @@ def attention_with_derived_backward(
 DEFAULT_BLOCK_ROWS = 128
 DEFAULT_TILE_ELEMENTS = 1 << 20  # 4 MiB of float32 scores per tile
 
+Tile = tuple[int, int, int, int, int]
+
 
 @lru_cache(maxsize=64)
-def _above_diagonal(rows: int, cols: int, device: torch.device) -> torch.Tensor:
-    """Boolean (rows, cols) block, True where column c > row r: the keys a tile must hide."""
-    return torch.ones(rows, cols, dtype=torch.bool, device=device).triu(1)
+def _above_diagonal(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Additive (rows, cols) block: −inf where column c > row r (keys a tile hides), else 0."""
+    hidden = torch.ones(rows, cols, dtype=torch.bool, device=device).triu(1)
+    return torch.zeros(rows, cols, dtype=dtype, device=device).masked_fill_(hidden, -math.inf)
 
 
-def _tiles(
-    L: int, S: int, n: int, block_rows: int, tile_elements: int
-) -> Iterator[tuple[int, int, int, int, int]]:
+def _exp_floor(dtype: torch.dtype) -> float | None:
+    """Lower bound for exponents: log(e · smallest normal number), or None for narrow dtypes.
+
+    ``exp`` of an argument whose result would be subnormal or zero (below about −87.3 in
+    float32, −708.4 in float64) takes a slow path in PyTorch's CPU kernels, 10–70× slower per
+    element, and −inf about 8×. Raising such arguments to this floor changes a weight of less
+    than 3·10⁻³⁸ (float32) into 3·10⁻³⁸, invisible next to a row sum of at least 1. Float16
+    (smallest normal 6·10⁻⁵) would be changed visibly, so it gets no floor.
+    """
+    tiny = torch.finfo(dtype).tiny
+    return math.log(tiny) + 1.0 if tiny < 1e-30 else None
+
+
+def _tiles(L: int, S: int, n: int, block_rows: int, tile_elements: int) -> list[Tile]:
     """Tiles ``(i0, i1, j1, b0, b1)``: queries [i0, i1) of batch rows [b0, b1) against keys [0, j1).
 
     Causal (top-left aligned): query i sees keys 0..i, so the keys at or beyond ``i1`` are
     hidden from the whole block and never touched. That skips about half of the L×S work.
     Batch rows are grouped so that one tile holds about ``tile_elements`` scores.
     """
+    tiles = []
     for i0 in range(0, L, block_rows):
         i1 = min(i0 + block_rows, L)
         j1 = min(i1, S)
         group = max(1, tile_elements // ((i1 - i0) * j1))
-        for b0 in range(0, n, group):
-            yield i0, i1, j1, b0, min(b0 + group, n)
+        tiles += [(i0, i1, j1, b0, min(b0 + group, n)) for b0 in range(0, n, group)]
+    return tiles
 
 
-def _tile_weights(
-    q_scaled: torch.Tensor,
-    key_t: torch.Tensor,
-    tile: tuple[int, int, int, int, int],
-    work: torch.Tensor | None,
-) -> torch.Tensor:
-    """Masked scores ``c·Q Kᵀ`` of one tile, shape (b1-b0, i1-i0, j1), written into ``work``.
+def _largest(tiles: list[Tile], cols: int | None = None) -> int:
+    """Elements of the largest (batch, rows, keys) tile, or (batch, keys, cols) if ``cols``."""
+    if cols is None:
+        return max((b1 - b0) * (i1 - i0) * j1 for i0, i1, j1, b0, b1 in tiles)
+    return max((b1 - b0) * j1 * cols for _, _, j1, b0, b1 in tiles)
 
-    ``work`` (a flat buffer reused from tile to tile, or None for a fresh tensor) avoids
-    allocating, i.e. page-faulting, new memory for every tile.
+
+def _view(buffer: torch.Tensor | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``shape`` view of the start of a flat reusable buffer, or a fresh tensor.
+
+    Reusing one buffer from tile to tile avoids allocating, and page-faulting, new memory.
     """
-    i0, i1, j1, b0, b1 = tile
-    q, kt = q_scaled[b0:b1, i0:i1], key_t[b0:b1, :, :j1]
-    if work is None:
-        scores = torch.bmm(q, kt)
-    else:
-        scores = work[: (b1 - b0) * (i1 - i0) * j1].view(b1 - b0, i1 - i0, j1)
-        torch.bmm(q, kt, out=scores)
-    if j1 > i0:  # the tile straddles the diagonal: hide keys i0+c > query i0+r
-        scores[:, :, i0:j1].masked_fill_(_above_diagonal(i1 - i0, j1 - i0, q.device), -math.inf)
-    return scores
+    if buffer is None:
+        return like.new_empty(shape)
+    return buffer[: math.prod(shape)].view(shape)
 
 
-def _work_buffer(like: torch.Tensor, tiles: list[tuple[int, int, int, int, int]]) -> torch.Tensor:
-    """One flat buffer big enough for the largest tile."""
-    size = max((b1 - b0) * (i1 - i0) * j1 for i0, i1, j1, b0, b1 in tiles)
-    return like.new_empty(size)
+class _TileScores:
+    """Scores ``c·Q Kᵀ`` and weights of the tiles of one causal attention call."""
+
+    def __init__(self, query: torch.Tensor, key: torch.Tensor, scale: float) -> None:
+        self.query, self.key_t, self.scale = query, key.transpose(1, 2), scale
+        self.floor = _exp_floor(query.dtype)  # None (no lower clamp) for float16
+
+    def scores(self, tile: Tile, buffer: torch.Tensor | None) -> torch.Tensor:
+        """``c·Q Kᵀ`` of one tile, shape (b1-b0, i1-i0, j1); the scale rides on the product."""
+        i0, i1, j1, b0, b1 = tile
+        out = _view(buffer, (b1 - b0, i1 - i0, j1), self.query)
+        # beta=0: the buffer's old contents are ignored; alpha=c: the scale costs nothing.
+        return out.baddbmm_(self.query[b0:b1, i0:i1], self.key_t[b0:b1, :, :j1], beta=0.0,
+                            alpha=self.scale)  # fmt: skip
+
+    def exp_shifted_(self, scores: torch.Tensor, shift: torch.Tensor, tile: Tile) -> torch.Tensor:
+        """``exp(scores − shift)`` in place, with exact zeros above the diagonal.
+
+        ``shift`` is at least every visible score of its row, so the visible exponents are
+        <= 0 and clamping to [floor, 0] changes none of them (bar the floor, see
+        ``_exp_floor``); hidden ones are clamped too, then zeroed.
+        """
+        scores.sub_(shift).clamp_(min=self.floor, max=0.0).exp_()
+        i0, _, j1, _, _ = tile
+        if j1 > i0:  # the tile straddles the diagonal: zero keys i0+c > query i0+r
+            scores[:, :, i0:j1].tril_()
+        return scores
+
+    def row_max(self, scores: torch.Tensor, tile: Tile) -> torch.Tensor:
+        """Row maxima over the visible keys (hidden ones pushed to −inf first); always finite."""
+        i0, i1, j1, _, _ = tile
+        if j1 > i0:
+            corner = _above_diagonal(i1 - i0, j1 - i0, scores.device, scores.dtype)
+            scores[:, :, i0:j1].add_(corner)  # an add, not masked_fill_: about 5× faster
+        return scores.amax(dim=-1, keepdim=True)  # key 0 is visible to every query
 
 
 def _causal_forward(
-    q_scaled: torch.Tensor,
+    query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    tiles: list[tuple[int, int, int, int, int]],
+    scale: float,
+    tiles: list[Tile],
     keep: str,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Output of causal attention on (N, L, E) inputs, tile by tile.
 
     ``keep`` says what the backward pass will need: ``"weights"`` returns every tile's weights
-    A; ``"lse"`` returns one (N, L, 1) tensor, the row log-sum-exp ``m + log z`` with which
+    A; ``"lse"`` returns one (N, L, 1) tensor, the row log-sum-exp ``m + log z`` from which
     ``A = exp(c·QKᵀ − lse)`` can be rebuilt; ``"nothing"`` returns an empty list.
     """
-    N, L = q_scaled.shape[0], q_scaled.shape[1]
+    N, L = query.shape[0], query.shape[1]
     out = value.new_empty(N, L, value.shape[-1])
-    key_t = key.transpose(1, 2)
+    lse = query.new_empty(N, L, 1) if keep == "lse" else None
+    work = None if keep == "weights" else query.new_empty(_largest(tiles))
+    tile_scores = _TileScores(query, key, scale)
     kept: list[torch.Tensor] = []
-    lse = q_scaled.new_empty(N, L, 1) if keep == "lse" else None
-    work = None if keep == "weights" else _work_buffer(q_scaled, tiles)
     for tile in tiles:
         i0, i1, j1, b0, b1 = tile
-        e = _tile_weights(q_scaled, key_t, tile, work)
-        row_max = e.amax(dim=-1, keepdim=True)  # finite: key 0 is visible to every query
-        e.sub_(row_max).exp_()
-        total = e.sum(dim=-1, keepdim=True)
+        scores = tile_scores.scores(tile, work)
+        row_max = tile_scores.row_max(scores, tile)
+        e = tile_scores.exp_shifted_(scores, row_max, tile)  # softmax numerators
+        total = e.sum(dim=-1, keepdim=True)  # >= 1: the row maximum contributes exp(0)
+        out_tile = out[b0:b1, i0:i1]
         if keep == "weights":
-            e.div_(total)  # the weights A, saved for the backward pass
-            kept.append(e)
-            torch.bmm(e, value[b0:b1, :j1], out=out[b0:b1, i0:i1])
+            kept.append(e.div_(total))  # the weights A, saved for the backward pass
+            torch.bmm(e, value[b0:b1, :j1], out=out_tile)
         else:  # normalise the (rows × Ev) output instead of the (rows × keys) tile
-            torch.bmm(e, value[b0:b1, :j1], out=out[b0:b1, i0:i1])
-            out[b0:b1, i0:i1].div_(total)
+            torch.bmm(e, value[b0:b1, :j1], out=out_tile)
+            out_tile.div_(total)
             if lse is not None:
                 lse[b0:b1, i0:i1] = row_max + total.log()
     if lse is not None:
@@ -284,43 +328,49 @@ class CausalAttentionFunction(torch.autograd.Function):
         block_rows: int,
         tile_elements: int,
     ) -> torch.Tensor:
-        q_scaled = query * scale  # L×E multiplies instead of L×S; also what dK needs
-        tiles = list(_tiles(query.shape[1], key.shape[1], query.shape[0], block_rows,
-                            tile_elements))  # fmt: skip
-        out, kept = _causal_forward(q_scaled, key, value, tiles, "lse" if recompute else "weights")
-        ctx.save_for_backward(q_scaled, key, value, *kept)
+        N, L, S = query.shape[0], query.shape[1], key.shape[1]
+        tiles = _tiles(L, S, N, block_rows, tile_elements)
+        keep = "lse" if recompute else "weights"
+        out, kept = _causal_forward(query, key, value, scale, tiles, keep)
+        ctx.save_for_backward(query, key, value, *kept)
         ctx.scale, ctx.recompute, ctx.tiles = scale, recompute, tiles
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        q_scaled, key, value, *kept = ctx.saved_tensors
+        query, key, value, *kept = ctx.saved_tensors
         grad_out = grad_out.contiguous()
-        grad_q, grad_k, grad_v = (torch.zeros_like(t) for t in (q_scaled, key, value))
-        key_t, value_t = key.transpose(1, 2), value.transpose(1, 2)
-        work = _work_buffer(q_scaled, ctx.tiles) if ctx.recompute else None
-        grad_work = _work_buffer(q_scaled, ctx.tiles)
-        prod_work = _work_buffer(q_scaled, ctx.tiles)
-        for t, tile in enumerate(ctx.tiles):
+        grad_q = torch.empty_like(query)  # every query row is written by exactly one tile
+        grad_k, grad_v = torch.zeros_like(key), torch.zeros_like(value)
+        value_t, tiles = value.transpose(1, 2), ctx.tiles
+        tile_scores = _TileScores(query, key, ctx.scale)
+        work = query.new_empty(_largest(tiles)) if ctx.recompute else None
+        grad_work, prod_work = query.new_empty(_largest(tiles)), query.new_empty(_largest(tiles))
+        # dK and dV tiles are computed into a contiguous buffer and then added: an in-place
+        # baddbmm_ into a strided slice would run as one small matrix product per batch row.
+        acc_work = query.new_empty(_largest(tiles, max(key.shape[-1], value.shape[-1])))
+        for t, tile in enumerate(tiles):
             i0, i1, j1, b0, b1 = tile
             rows, batch = slice(i0, i1), slice(b0, b1)
-            if ctx.recompute:  # A = exp(c·QKᵀ − lse), masked entries give exp(−inf) = 0
-                weights = _tile_weights(q_scaled, key_t, tile, work)
-                weights.sub_(kept[0][batch, rows]).exp_()
+            if ctx.recompute:  # A = exp(c·QKᵀ − lse), rebuilt tile by tile
+                weights = tile_scores.scores(tile, work)
+                weights = tile_scores.exp_shifted_(weights, kept[0][batch, rows], tile)
             else:
                 weights = kept[t]
             d_out = grad_out[batch, rows]
-            grad_v[batch, :j1].baddbmm_(weights.transpose(1, 2), d_out)  # dV += Aᵀ dO
-            size = (b1 - b0) * (i1 - i0) * j1
-            grad_w = grad_work[:size].view(weights.shape)
+            acc = _view(acc_work, (b1 - b0, j1, value.shape[-1]), value)
+            grad_v[batch, :j1] += torch.bmm(weights.transpose(1, 2), d_out, out=acc)  # AᵀdO
+            grad_w = _view(grad_work, weights.shape, weights)
             torch.bmm(d_out, value_t[batch, :, :j1], out=grad_w)  # dA = dO Vᵀ
-            prod = prod_work[:size].view(weights.shape)
+            prod = _view(prod_work, weights.shape, weights)
             delta = torch.mul(grad_w, weights, out=prod).sum(dim=-1, keepdim=True)
             grad_p = grad_w.sub_(delta).mul_(weights)  # dP = A ⊙ (dA − δ), in place
-            grad_q[batch, rows].baddbmm_(grad_p, key[batch, :j1], alpha=ctx.scale)
-            grad_k[batch, :j1].baddbmm_(grad_p.transpose(1, 2), q_scaled[batch, rows])
-        return grad_q, grad_k, grad_v, None, None, None, None
+            torch.bmm(grad_p, key[batch, :j1], out=grad_q[batch, rows])  # dQ / c
+            acc = _view(acc_work, (b1 - b0, j1, key.shape[-1]), key)
+            acc.baddbmm_(grad_p.transpose(1, 2), query[batch, rows], beta=0.0, alpha=ctx.scale)
+            grad_k[batch, :j1] += acc  # dK += c·dPᵀQ
+        return grad_q.mul_(ctx.scale), grad_k, grad_v, None, None, None, None
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -355,8 +405,8 @@ def _causal_apply(
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out = CausalAttentionFunction.apply(q, k, v, scale, recompute, block_rows, tile_elements)
     else:
-        tiles = list(_tiles(L, S, q.shape[0], block_rows, tile_elements))
-        out, _ = _causal_forward(q * scale, k, v, tiles, "nothing")
+        tiles = _tiles(L, S, q.shape[0], block_rows, tile_elements)
+        out, _ = _causal_forward(q, k, v, scale, tiles, "nothing")
     return out.reshape(*batch, L, Ev)
 
 

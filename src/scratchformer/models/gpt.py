@@ -197,7 +197,7 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained_hf(
-        cls, path_or_name: str | Path, *, local_files_only: bool = True, **overrides
+        cls, path_or_name: str | Path, local_files_only: bool = True, **overrides
     ) -> GPT:
         """A GPT holding the weights of a Hugging Face GPT-2 checkpoint (needs ``transformers``).
 
@@ -317,8 +317,8 @@ class GPT(nn.Module):
     def attention_maps(self, idx: Tensor) -> list[Tensor]:
         """Each layer's attention weights (B, n_heads, T, T) for ``idx`` (B, T), for plotting.
 
-        Computed by the scratch kernel whatever the backend; rows sum to 1 and the upper
-        triangle is exactly 0. Dropout follows the module's train/eval mode.
+        Computed by the scratch kernel whatever the backend, without gradients; rows sum to 1
+        and the upper triangle is exactly 0. Embedding dropout follows the train/eval mode.
         """
         x = self.embed(idx)
         maps = []
@@ -337,6 +337,7 @@ class GPT(nn.Module):
         return KVCache(len(self.blocks), capacity)
 
     def extra_repr(self) -> str:
+        """The configuration, shown by ``print(model)``."""
         c = self.config
         return (
             f"vocab_size={c.vocab_size}, context_len={c.context_len}, n_layers={c.n_layers}, "

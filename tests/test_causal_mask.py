@@ -1,0 +1,175 @@
+"""The causal mask hides the future exactly (docs/derivations/causal-mask.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchformer.functional.attention import masked_softmax, scaled_dot_product_attention
+from scratchformer.models.gpt import GPT, GPTConfig
+from scratchformer.nn.kv_cache import decode_causal_mask
+
+BACKENDS = ["scratch", "sdpa"]
+F32 = torch.float32
+
+
+def _model(backend: str, dtype: torch.dtype = F32, **kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = GPTConfig(
+        vocab_size=37, context_len=16, n_layers=2, n_heads=2, d_model=16,
+        attention_backend=backend, **kw,
+    )
+    return GPT(cfg).to(dtype).eval()
+
+
+# --- §1: masked weights are exact zeros -----------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    L=st.integers(1, 9),
+    log_scale=st.floats(-3.0, 37.0),
+    seed=st.integers(0, 2**31 - 1),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_masked_weights_are_exactly_zero_for_any_finite_scores(L, log_scale, seed, dtype):
+    """-inf above the diagonal gives exact zeros, whatever the (finite) scores, up to 1e37."""
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(L, L, generator=g, dtype=torch.float64) * 10.0**log_scale).to(dtype)
+    future = torch.ones(L, L, dtype=torch.bool).triu(1)
+    weights = masked_softmax(scores.masked_fill(future, float("-inf")))
+    assert torch.isfinite(weights).all()
+    assert (weights[future] == 0).all()
+    assert (weights.sum(-1) - 1).abs().max() < 1e-5
+    reference = torch.softmax(scores.masked_fill(future, float("-inf")), -1)  # PyTorch's too
+    assert (reference[future] == 0).all()
+
+
+# --- §2: the model's past does not see its future --------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@settings(max_examples=15, deadline=None)
+@given(cut=st.integers(1, 11), seed=st.integers(0, 2**31 - 1))
+def test_future_tokens_leave_past_logits_bitwise_unchanged(backend, cut, seed):
+    """Replacing tokens at positions >= cut leaves logits at positions < cut bit-identical."""
+    model = _model(backend)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, 37, (3, 12), generator=g)
+    other = idx.clone()
+    other[:, cut:] = (idx[:, cut:] + torch.randint(1, 37, (3, 12 - cut), generator=g)) % 37
+    with torch.no_grad():
+        a, _ = model(idx)
+        b, _ = model(other)
+    assert torch.equal(a[:, :cut], b[:, :cut])
+    assert not torch.equal(a[:, cut:], b[:, cut:])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal"])
+def test_gradient_to_future_embeddings_is_exactly_zero(backend, positional):
+    """d(logit_t)/d(embedding_s) == 0 exactly for s > t, and nonzero for s = t."""
+    model = _model(backend, positional=positional)
+    T = 10
+    idx = torch.randint(0, 37, (2, T), generator=torch.Generator().manual_seed(1))
+    emb = model.tok_emb(idx).detach().requires_grad_()
+    handle = model.tok_emb.register_forward_hook(lambda module, inputs, output: emb)
+    try:
+        logits, _ = model(idx)
+    finally:
+        handle.remove()
+    probe = torch.randn(logits.shape[-1], generator=torch.Generator().manual_seed(2))
+    for t in range(T):
+        (grad,) = torch.autograd.grad((logits[:, t] @ probe).sum(), emb, retain_graph=True)
+        assert torch.count_nonzero(grad[:, t + 1 :]) == 0, f"position {t} sees the future"
+        assert (grad[:, t].abs().sum(-1) > 0).all()
+
+
+# --- §3: decoding with a cache ----------------------------------------------------------------
+
+
+def test_decode_causal_mask_is_bottom_right_aligned():
+    """Query i of a chunk of L after P cached positions sees keys j <= P + i."""
+    m = decode_causal_mask(3, 5)
+    expected = torch.tensor(
+        [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool
+    )
+    assert torch.equal(m, expected)
+    assert torch.equal(decode_causal_mask(4, 4), torch.ones(4, 4, dtype=torch.bool).tril())
+    assert decode_causal_mask(1, 6).all()
+    assert decode_causal_mask(3, 5) is m  # cached
+    with pytest.raises(ValueError, match="S \\(keys\\) must be >= L"):
+        decode_causal_mask(5, 3)
+    with pytest.raises(TypeError, match="L must be an int"):
+        decode_causal_mask(2.0, 3)
+
+
+# --- §4: finite masks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dtype", "n"),
+    [(torch.float64, 1074), (torch.float32, 149), (torch.bfloat16, 133), (torch.float16, 24)],
+)
+def test_exp_underflow_thresholds(dtype, n):
+    """exp(x) rounds to 0 iff x < -(n + 1) ln 2, where 2^-n is the smallest subnormal."""
+    assert torch.tensor(2.0**-n, dtype=dtype) > 0  # 2^-n is representable ...
+    assert torch.tensor(2.0**-n, dtype=torch.float64).to(dtype) / 2 == 0  # ... and the smallest
+    threshold = -(n + 1) * math.log(2)
+    margin = 0.6 if dtype == torch.bfloat16 else 0.05  # bfloat16 steps by 0.5 near -93
+    below = torch.tensor(threshold - margin, dtype=dtype)
+    above = torch.tensor(threshold + margin, dtype=dtype)
+    assert torch.exp(below) == 0
+    assert torch.exp(above) > 0
+    assert torch.exp(torch.tensor(float("-inf"), dtype=dtype)) == 0
+
+
+def _two_position_attention(mask: torch.Tensor | None, is_causal: bool):
+    """The leak example of the derivation: q0 = 1, k = (0, 9970), v = (1, 1e7), head size 1."""
+    q = torch.tensor([[1.0], [1.0]], dtype=F32, requires_grad=True)
+    k = torch.tensor([[0.0], [9970.0]], dtype=F32, requires_grad=True)
+    v = torch.tensor([[1.0], [1e7]], dtype=F32, requires_grad=True)
+    out = scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=1.0)
+    grad_k, grad_v = torch.autograd.grad(out[0, 0], (k, v))
+    return out, grad_k, grad_v
+
+
+def test_finite_mask_leaks_weight_and_gradient_to_the_future():
+    """A -1e4 mask lets query 0 see key 1 (weight e^-30); -inf gives exact zeros."""
+    finite = torch.tensor([[0.0, -1e4], [0.0, 0.0]], dtype=F32)
+    out, grad_k, grad_v = _two_position_attention(finite, is_causal=False)
+    leak = math.exp(-30) / (1 + math.exp(-30))
+    assert grad_v[1, 0].item() == pytest.approx(leak, rel=1e-5)  # dO0/dv1 = A01 ≈ 9.36e-14
+    assert grad_k[1, 0].item() == pytest.approx(leak * (1e7 - out[0, 0].item()), rel=1e-4)
+    assert out[0, 0].item() == 1.0 + 8 * 2.0**-23  # v1 moved o0 by 8 float32 ulps
+    # PyTorch's kernel leaks the same way
+    q, k, v = torch.tensor([[1.0], [1.0]]), torch.tensor([[0.0], [9970.0]]), torch.tensor(
+        [[1.0], [1e7]]
+    )
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=finite, scale=1.0)
+    assert ref[0, 0].item() > 1.0
+
+    for mask, causal in ((None, True), (torch.tensor([[0.0, -math.inf], [0.0, 0.0]]), False)):
+        out, grad_k, grad_v = _two_position_attention(mask, is_causal=causal)
+        assert out[0, 0].item() == 1.0
+        assert grad_v[1, 0].item() == 0.0 and grad_k[1, 0].item() == 0.0
+
+
+def test_finite_mask_failure_modes():
+    """finfo.min masks overflow when combined; a fully masked row ignores a finite mask."""
+    assert torch.tensor(-1e9).to(torch.float16).item() == -math.inf
+    fmin = torch.finfo(F32).min
+    combined = torch.tensor(fmin, dtype=F32) + torch.tensor(fmin, dtype=F32)
+    assert combined.item() == -math.inf
+    all_masked = torch.full((3,), -math.inf)
+    assert torch.isnan(torch.softmax(all_masked, -1)).all()  # -inf - (-inf) = NaN
+    assert torch.equal(masked_softmax(all_masked), torch.zeros(3))  # handled explicitly
+    scores = torch.tensor([0.3, -1.2, 2.0])
+    fully_masked_finite = torch.softmax(scores - 1e4, -1)  # every key "masked" by -1e4
+    # the unmasked weights, up to rounding s - 1e4 to float32's step of 2^-10 there
+    torch.testing.assert_close(fully_masked_finite, torch.softmax(scores, -1), atol=1e-3, rtol=0)
+    assert fully_masked_finite.min() > 0.01
