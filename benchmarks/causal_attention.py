@@ -2,30 +2,38 @@
 
 Times ``scratchformer.functional.attention.scaled_dot_product_attention(..., is_causal=True)``
 ("scratch") against ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)``
-("sdpa") and a straightforward masked implementation ("naive"), forward only (inference, under
-``torch.no_grad``) and forward + backward (training), in float32, at batch 8, 8 heads and head
-size 64 by default. The headline is the ratio scratch / sdpa: computed per interleaved round and
-then the median taken, so load from other processes cancels as far as possible.
+("sdpa"), forward only (inference, under ``torch.no_grad``) and forward + backward (training),
+in float32, at batch 8, 8 heads and head size 64 by default. Context variants: a textbook
+masked implementation ("naive"), query blocks differentiated by autograd ("chunked_autograd"),
+scratchformer's general path given the causal mask explicitly ("scratch_masked"), its tiled
+kernel with recomputation ("scratch_recompute"), and, with ``--before-module``, an older copy of
+``functional/attention.py`` ("before"). The headline is the ratio scratch / sdpa, computed per
+interleaved round (all variants alternate within a round) and then the median taken, so load
+from other processes cancels as far as possible.
 
 Writes ``causal_attention.json`` (everything), ``causal_attention.md`` (tables) and
-``causal_attention.png`` (log-log times and the ratio) under ``--out``. Run from the repository
+``causal_attention.png`` (log-log times and the ratios) under ``--out``. From the repository
 root::
 
-    python -m benchmarks.causal_attention                      # the full run (a few minutes)
-    python -m benchmarks.causal_attention --quick              # lengths 128-512, 3 rounds
-    python -m benchmarks.causal_attention --before old.json    # add an earlier run's ratios
+    python -m benchmarks.causal_attention               # all lengths, a few minutes
+    python -m benchmarks.causal_attention --quick       # lengths 128-512, 3 rounds
+    git show 3582f91:src/scratchformer/functional/attention.py > /tmp/attention_before.py
+    python -m benchmarks.causal_attention --before-module /tmp/attention_before.py
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -46,8 +54,12 @@ FULL_LENGTHS = (128, 256, 512, 1024, 2048, 4096)
 QUICK_LENGTHS = (128, 256, 512)
 MODES = ("fwd", "fwd+bwd")
 NAME = "causal_attention"
+DEFAULT_VARIANTS = ("scratch", "naive", "chunked_autograd", "scratch_masked", "scratch_recompute")
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# --- the implementations -----------------------------------------------------------------------
 
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -67,7 +79,7 @@ def scratch_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
 
 def scratch_recompute(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """scratchformer's blocked causal kernel, recomputing the weights in the backward pass."""
+    """scratchformer's tiled causal kernel, rebuilding the weights in the backward pass."""
     return scratch_attention.causal_attention(q, k, v, recompute=True)
 
 
@@ -93,6 +105,16 @@ def chunked_autograd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch
     return torch.cat(outs, dim=-2)
 
 
+def load_module(path: Path) -> ModuleType:
+    """Import a Python file (e.g. an older ``functional/attention.py``) under its own name."""
+    spec = importlib.util.spec_from_file_location("scratchformer_attention_before", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"--before-module: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @dataclass(frozen=True)
 class Variant:
     """One implementation under test; ``full_scores`` if it holds whole L×S score matrices."""
@@ -102,30 +124,30 @@ class Variant:
     doc: str
 
 
-def _has_blocked_path() -> bool:
-    """Whether this scratchformer has the blocked causal kernel (added by this benchmark's work)."""
-    return hasattr(scratch_attention, "causal_attention")
-
-
-def variants() -> dict[str, Variant]:
+def variants(before_module: Path | None = None) -> dict[str, Variant]:
     """All implementations this benchmark knows, by name (``sdpa`` is the reference)."""
-    blocked = _has_blocked_path()
     table = {
         "sdpa": Variant(sdpa, False, "torch.nn.functional.scaled_dot_product_attention"),
-        "scratch": Variant(scratch, not blocked, "scratchformer, is_causal=True"),
-        "naive": Variant(naive, True, "mask + masked_fill + softmax + autograd"),
+        "scratch": Variant(scratch, False, "scratchformer, is_causal=True (tiled kernel)"),
+        "naive": Variant(naive, True, "mask + masked_fill + torch.softmax + autograd"),
+        # Autograd keeps each block's scores and weights: about L·L numbers per head in all.
+        "chunked_autograd": Variant(
+            chunked_autograd, True, "128-query blocks, causal skip, torch.softmax, autograd"
+        ),
+        "scratch_masked": Variant(
+            scratch_masked, True, "scratchformer general path, explicit boolean causal mask"
+        ),
+        "scratch_recompute": Variant(
+            scratch_recompute, False, "scratchformer tiled kernel, weights rebuilt in backward"
+        ),
     }
-    if blocked:
-        table["scratch_masked"] = Variant(
-            scratch_masked, True, "scratchformer general path, explicit boolean mask"
-        )
-        table["scratch_recompute"] = Variant(
-            scratch_recompute, False, "scratchformer blocked kernel, recompute in backward"
-        )
-    # Autograd keeps each block's scores and weights: about L·L numbers per head in all.
-    table["chunked_autograd"] = Variant(
-        chunked_autograd, True, "128-query blocks, causal skip, torch.softmax, autograd"
-    )
+    if before_module is not None:
+        old = load_module(before_module)
+
+        def before(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return old.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        table["before"] = Variant(before, True, f"scaled_dot_product_attention of {before_module}")
     return table
 
 
@@ -176,7 +198,7 @@ def memory_probe(args: argparse.Namespace) -> dict:
     """Peak extra memory (bytes) of one call of one variant: the ``--memory-probe`` entry point."""
     name, mode, length = args.memory_probe[0], args.memory_probe[1], int(args.memory_probe[2])
     device = torch.device(args.device)
-    fn = variants()[name].fn
+    fn = variants(args.before_module)[name].fn
     # One tiny call first, so one-off costs (thread pools, libraries, the CUDA context) are paid
     # outside the measurement.
     step(fn, mode, *make_inputs(1, 1, 8, args.head_dim, device, torch.float32))()
@@ -194,8 +216,10 @@ def measure_memory(args: argparse.Namespace, name: str, mode: str, length: int) 
     probe = [
         "-m", f"benchmarks.{NAME}", "--memory-probe", name, mode, str(length),
         "--device", args.device, "--batch", str(args.batch), "--heads", str(args.heads),
-        "--head-dim", str(args.head_dim),
+        "--head-dim", str(args.head_dim), "--threads", str(torch.get_num_threads()),
     ]  # fmt: skip
+    if args.before_module is not None:
+        probe += ["--before-module", str(args.before_module.resolve())]
     return run_json_subprocess(probe, cwd=REPO_ROOT)
 
 
@@ -203,13 +227,15 @@ def measure_memory(args: argparse.Namespace, name: str, mode: str, length: int) 
 
 
 def run_benchmark(args: argparse.Namespace) -> dict:
-    """Time (and optionally measure memory of) every selected variant at every length."""
+    """Time (and optionally measure the memory of) every selected variant at every length."""
     device = torch.device(args.device)
-    table = variants()
+    table = variants(args.before_module)
     names = ["sdpa", *[n for n in args.variants if n != "sdpa"]]
+    if args.before_module is not None and "before" not in names:
+        names.insert(1, "before")
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"--variants: unknown {unknown}; this version has {sorted(table)}")
+        raise ValueError(f"--variants: unknown {unknown}; known: {sorted(table)}")
     results: list[dict] = []
     for length in args.lengths:
         q, k, v, grad_out = make_inputs(
@@ -244,14 +270,15 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 if args.memory:
                     entry["memory"] = measure_memory(args, n, mode, length)
                 results.append(entry)
-            line = "  ".join(f"{n} {summarize(samples[n]).median * 1e3:8.1f} ms" for n in samples)
-            print(f"L={length:5d} {mode:7s} ({len(samples['sdpa'])} rounds, {took:5.1f} s)  {line}")
+            line = "  ".join(f"{n} {summarize(samples[n]).median * 1e3:.1f}" for n in samples)
+            print(f"L={length} {mode} ({len(samples['sdpa'])} rounds, {took:.0f} s): {line} ms")
             sys.stdout.flush()
         del q, k, v, grad_out
     return {
         "benchmark": NAME,
         "command": " ".join(["python -m benchmarks.causal_attention", *sys.argv[1:]]),
         "machine": machine_info(device),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "config": {
             "batch": args.batch,
             "heads": args.heads,
@@ -272,57 +299,54 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 # --- reporting ---------------------------------------------------------------------------------
 
 
-def _lookup(report: dict | None, variant: str, mode: str, length: int) -> dict | None:
-    """The result entry of ``variant`` in ``mode`` at ``length``, if measured."""
-    if report is None:
-        return None
+def _lookup(report: dict, variant: str, mode: str, length: int) -> dict | None:
+    """The result entry of ``variant`` in ``mode`` at ``length``, if it was measured."""
     for r in report["results"]:
         if (r["variant"], r["mode"], r["length"]) == (variant, mode, length) and "ms" in r:
             return r
     return None
 
 
-def _fmt_ms(entry: dict | None) -> str:
+def _ms(entry: dict | None) -> str:
     return "—" if entry is None else f"{entry['ms']['median']:.1f}"
 
 
-def _fmt_ratio(entry: dict | None) -> str:
+def _ratio(entry: dict | None) -> str:
     return "—" if entry is None else f"{entry['ratio_to_sdpa']['median']:.2f}×"
 
 
-def _fmt_mib(entry: dict | None) -> str:
+def _mib(entry: dict | None) -> str:
     if entry is None or "memory" not in entry:
         return "—"
     return f"{entry['memory']['bytes'] / 2**20:.0f}"
 
 
-def markdown_tables(report: dict, before: dict | None = None) -> str:
-    """The time table (scratch vs sdpa, with the earlier run's ratio) and the context table."""
-    lengths = report["config"]["lengths"]
-    names = report["config"]["variants"]
+def markdown_tables(report: dict) -> str:
+    """Time table (sdpa, before, scratch), other variants' ratios, memory, and what was skipped."""
+    lengths, names = report["config"]["lengths"], report["config"]["variants"]
     m = report["machine"]
     lines = [
         f"Measured on {m['cpu']} ({m['logical_cores']} logical cores, {m['torch_threads']} torch "
-        f"threads), torch {m['torch']}, device {m['device']}, load average at start "
-        f"{m['load_average_1_5_15']}. Times are medians over interleaved rounds (ms); ratios "
-        "are medians of the per-round ratios scratch / sdpa.",
+        f"threads), torch {m['torch']}, device {m['device']}; load average (1/5/15 min) "
+        f"{m['load_average_1_5_15']} at the start, {report.get('load_average_at_end')} at the "
+        "end. Times: median ms over interleaved rounds. Ratios: median of the per-round ratios "
+        "to sdpa.",
         "",
-        "| L | fwd sdpa | fwd scratch | fwd ratio | before | fwd+bwd sdpa | fwd+bwd scratch "
-        "| fwd+bwd ratio | before |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| L | fwd sdpa | fwd before | fwd scratch | before / sdpa | **scratch / sdpa** "
+        "| fwd+bwd sdpa | fwd+bwd before | fwd+bwd scratch | before / sdpa | **scratch / sdpa** |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for L in lengths:
         cells = [str(L)]
         for mode in MODES:
-            s, ours = _lookup(report, "sdpa", mode, L), _lookup(report, "scratch", mode, L)
-            old = _lookup(before, "scratch", mode, L)
-            cells += [_fmt_ms(s), _fmt_ms(ours), _fmt_ratio(ours), _fmt_ratio(old)]
+            s, b, ours = (_lookup(report, n, mode, L) for n in ("sdpa", "before", "scratch"))
+            cells += [_ms(s), _ms(b), _ms(ours), _ratio(b), f"**{_ratio(ours)}**"]
         lines.append("| " + " | ".join(cells) + " |")
-    others = [n for n in names if n not in ("sdpa", "scratch")]
+    others = [n for n in names if n not in ("sdpa", "scratch", "before")]
     if others:
         lines += [
             "",
-            "Other implementations, ratio to sdpa (fwd / fwd+bwd):",
+            "Other implementations, time / sdpa time (fwd; fwd+bwd):",
             "",
             "| L | " + " | ".join(others) + " |",
             "|---:|" + "---:|" * len(others),
@@ -331,13 +355,13 @@ def markdown_tables(report: dict, before: dict | None = None) -> str:
             cells = [str(L)]
             for n in others:
                 f, fb = (_lookup(report, n, mode, L) for mode in MODES)
-                cells.append(f"{_fmt_ratio(f)} / {_fmt_ratio(fb)}")
+                cells.append(f"{_ratio(f)}; {_ratio(fb)}")
             lines.append("| " + " | ".join(cells) + " |")
     if any("memory" in r for r in report["results"]):
         method = next(r["memory"]["method"] for r in report["results"] if "memory" in r)
         lines += [
             "",
-            f"Peak extra memory of one call, MiB ({method}); fwd / fwd+bwd:",
+            f"Peak extra memory of one call in MiB ({method}), fwd; fwd+bwd:",
             "",
             "| L | " + " | ".join(names) + " |",
             "|---:|" + "---:|" * len(names),
@@ -346,47 +370,50 @@ def markdown_tables(report: dict, before: dict | None = None) -> str:
             cells = [str(L)]
             for n in names:
                 f, fb = (_lookup(report, n, mode, L) for mode in MODES)
-                cells.append(f"{_fmt_mib(f)} / {_fmt_mib(fb)}")
+                cells.append(f"{_mib(f)}; {_mib(fb)}")
             lines.append("| " + " | ".join(cells) + " |")
     skips = sorted({(r["variant"], r["length"]) for r in report["results"] if "skipped" in r})
     if skips:
-        lines += ["", "Skipped: " + ", ".join(f"{n} at L={L}" for n, L in skips) + "."]
+        gib = report["config"]["max_score_gib"]
+        lines += [
+            "",
+            f"Not run (one L×L fp32 score matrix would exceed {gib} GiB, and these paths hold "
+            "several): " + ", ".join(f"{n} at L={L}" for n, L in skips) + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict, path: Path, before: dict | None = None) -> Path:
-    """Log-log time against length per variant and mode, and the ratio to sdpa."""
+def plot(report: dict, path: Path) -> Path:
+    """Log-log time against length per variant and mode, and each variant's ratio to sdpa."""
     from scratchformer.viz.figures import new_figure, save_figure
 
-    fig, (ax_t, ax_r) = new_figure(width=10.0, height=4.0, ncols=2)
-    lengths = report["config"]["lengths"]
-    series = [(report, n, "") for n in report["config"]["variants"]]
-    if before is not None:
-        series.append((before, "scratch", " (before)"))
-    colors = {"sdpa": "black", "scratch": "tab:blue", "naive": "tab:red"}
-    for rep, n, suffix in series:
-        color = "tab:gray" if suffix else colors.get(n)
+    fig, (ax_t, ax_r) = new_figure(width=10.0, height=4.2, ncols=2)
+    lengths, names = report["config"]["lengths"], report["config"]["variants"]
+    main = {"sdpa": "black", "scratch": "tab:blue", "before": "tab:orange", "naive": "tab:red"}
+    for i, n in enumerate(names):
+        color = main.get(n, f"C{4 + i}")
         for mode, style in (("fwd", "--"), ("fwd+bwd", "-")):
-            pts = [(L, e) for L in lengths if (e := _lookup(rep, n, mode, L)) is not None]
+            pts = [(L, e) for L in lengths if (e := _lookup(report, n, mode, L)) is not None]
             if not pts:
                 continue
             xs = [L for L, _ in pts]
-            ax_t.plot(xs, [e["ms"]["median"] for _, e in pts], style, marker="o", ms=3,
-                      color=color, label=f"{n}{suffix} {mode}")  # fmt: skip
+            kw = {"marker": "o", "ms": 3, "color": color, "label": f"{n} {mode}",
+                  "alpha": 1.0 if n in main else 0.5}  # fmt: skip
+            if n in main:
+                ax_t.plot(xs, [e["ms"]["median"] for _, e in pts], style, **kw)
             if n != "sdpa":
-                ax_r.plot(xs, [e["ratio_to_sdpa"]["median"] for _, e in pts], style,
-                          marker="o", ms=3, color=color, label=f"{n}{suffix} {mode}")  # fmt: skip
+                ax_r.plot(xs, [e["ratio_to_sdpa"]["median"] for _, e in pts], style, **kw)
     ax_t.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="time (ms)",
-             title="causal attention, B=8, H=8, E=64, fp32")  # fmt: skip
+             title="causal attention, fp32, B=8, H=8, E=64")  # fmt: skip
     ax_r.axhline(1.0, color="black", lw=0.8)
     ax_r.axhline(1.5, color="black", lw=0.8, ls=":", label="1.5× target")
-    ax_r.set(xscale="log", yscale="log", xlabel="sequence length L",
-             ylabel="time / sdpa time", title="ratio to PyTorch SDPA")  # fmt: skip
+    ax_r.set(xscale="log", yscale="log", xlabel="sequence length L", ylabel="time / sdpa time",
+             title="ratio to PyTorch SDPA (dashed fwd, solid fwd+bwd)")  # fmt: skip
     for ax in (ax_t, ax_r):
         ax.set_xticks(lengths, [str(L) for L in lengths])
         ax.minorticks_off()
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, ncol=2)
     return save_figure(fig, path)
 
 
@@ -409,22 +436,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lengths", type=_lengths, default=FULL_LENGTHS)
     p.add_argument("--repeats", type=int, default=7, help="most timed rounds per length and mode")
     p.add_argument("--min-repeats", type=int, default=3, help="fewest rounds, however slow")
-    p.add_argument("--budget-s", type=float, default=30.0,
+    p.add_argument("--budget-s", type=float, default=20.0,
                    help="seconds of timed rounds to aim for per length and mode")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="lengths 128-512 and 3 rounds")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--variants", type=lambda s: s.split(","), default=["scratch", "naive"],
+    p.add_argument("--variants", type=lambda s: s.split(","), default=list(DEFAULT_VARIANTS),
                    help="comma-separated, besides sdpa (always run)")  # fmt: skip
+    p.add_argument("--before-module", type=Path,
+                   help="an older functional/attention.py to time as 'before'")  # fmt: skip
     p.add_argument("--max-score-gib", type=float, default=2.0,
                    help="skip full-score paths when one L×L fp32 matrix exceeds this")  # fmt: skip
     p.add_argument("--no-memory", dest="memory", action="store_false")
-    p.add_argument("--before", type=Path, help="an earlier JSON whose scratch ratios to add")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     p.add_argument("--memory-probe", nargs=3, metavar=("VARIANT", "MODE", "L"), help="internal")
     args = p.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.quick:
@@ -441,13 +474,12 @@ def main(argv: list[str] | None = None) -> dict:
         result = memory_probe(args)
         print(json.dumps(result))
         return result
-    before = json.loads(args.before.read_text()) if args.before else None
     report = run_benchmark(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{NAME}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{NAME}.md").write_text(markdown_tables(report, before))
-    plot(report, args.out / f"{NAME}.png", before)
-    print(markdown_tables(report, before))
+    (args.out / f"{NAME}.md").write_text(markdown_tables(report))
+    plot(report, args.out / f"{NAME}.png")
+    print(markdown_tables(report))
     return report
 
 

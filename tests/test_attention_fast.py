@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from scratchformer.functional.attention import (
     AttentionFunction,
     CausalAttentionFunction,
+    _exp_floor,
     _tiles,
     causal_attention,
     scaled_dot_product_attention,
@@ -130,6 +132,47 @@ def test_first_query_gets_exactly_zero_gradient_in_float32(recompute: bool) -> N
     _, dq, _, _ = _grads(causal_attention, q, k, v, grad_out, recompute=recompute, block_rows=8)
     assert torch.equal(dq[..., 0, :], torch.zeros_like(dq[..., 0, :]))
     assert dq[..., 1:, :].abs().min() >= 0 and dq[..., 1:, :].abs().max() > 0
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["saved_weights", "recompute"])
+def test_future_keys_get_exactly_zero_gradient(recompute: bool) -> None:
+    """Hidden weights are exact zeros: the last key, seen only by the last query, gets dK = dV = 0
+    exactly when that query's upstream gradient is 0 (float32, tiles across the diagonal)."""
+    q, k, v, grad_out = _random_qkv([(2, 3, 50, 8)] * 4, seed=7, dtype=torch.float32)
+    grad_out[..., -1, :] = 0.0
+    _, _, dk, dv = _grads(causal_attention, q, k, v, grad_out, recompute=recompute, block_rows=16)
+    assert torch.equal(dk[..., -1, :], torch.zeros_like(dk[..., -1, :]))
+    assert torch.equal(dv[..., -1, :], torch.zeros_like(dv[..., -1, :]))
+    assert dk[..., -2, :].abs().max() > 0
+
+
+def test_exp_floor_is_a_normal_number_and_absent_for_float16() -> None:
+    """The clamp floor keeps exp() normal (its fast path) and is far below float rounding."""
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        floor = _exp_floor(dtype)
+        tiny = torch.finfo(dtype).tiny
+        assert floor is not None and tiny < math.exp(floor) < 3 * tiny
+    assert _exp_floor(torch.float16) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("recompute", [False, True], ids=["saved_weights", "recompute"])
+def test_sharp_attention_below_the_exp_floor(dtype: torch.dtype, recompute: bool) -> None:
+    """Scores spread far beyond the floor (weights < 1e-38): still SDPA's answer to rounding."""
+    q, k, v, grad_out = _random_qkv([(2, 2, 70, 16)] * 4, seed=8)
+    scale = 400.0 if dtype == torch.float64 else 60.0
+    spread = (q @ k.transpose(-2, -1)).tril().std().item() * scale
+    assert spread > -(_exp_floor(dtype) or 0)  # most rows have exponents below the floor
+    exact = _grads(F.scaled_dot_product_attention, q, k, v, grad_out, is_causal=True, scale=scale)
+    xs = [t.to(dtype) for t in (q, k, v, grad_out)]
+    ours = _grads(causal_attention, *xs, scale=scale, recompute=recompute, block_rows=16)
+    sdpa = _grads(F.scaled_dot_product_attention, *xs, is_causal=True, scale=scale)
+    for name, o, s, e in zip(("out", "dq", "dk", "dv"), ours, sdpa, exact, strict=True):
+        err_ours = (o.double() - e).abs().max().item()
+        err_sdpa = (s.double() - e).abs().max().item()
+        # float64: rounding only, relative to gradients of size ~scale; float32: as SDPA's.
+        tol = 1e-12 * e.abs().max().item() if dtype == torch.float64 else 2 * err_sdpa + 1e-6
+        assert err_ours <= tol, f"{name}: ours {err_ours:.2e}, sdpa {err_sdpa:.2e}"
 
 
 def test_tiles_cover_the_causal_triangle_once_and_skip_the_rest() -> None:
@@ -278,25 +321,25 @@ def test_summarize_and_interleaving(bench) -> None:
 
 
 def test_benchmark_runs_and_writes_json_table_and_plot(bench, tmp_path: Path) -> None:
-    """A tiny sweep: every variant is timed against sdpa, and the outputs are written."""
+    """A tiny sweep of every variant against sdpa, an older module included; outputs written."""
+    module = REPO_ROOT / "src" / "scratchformer" / "functional" / "attention.py"
+    budget = 2 * 40 * 40 * 4 / 2**30 * 0.9  # full-score paths fit at L=16, not at L=40
     argv = ["--lengths", "16,40", "--batch", "1", "--heads", "2", "--head-dim", "8",
             "--repeats", "2", "--min-repeats", "2", "--no-memory", "--out", str(tmp_path),
-            "--variants", "scratch,naive,scratch_masked,scratch_recompute,chunked_autograd",
-            "--max-score-gib", str(2 * 40 * 40 * 4 / 2**30 * 0.9)]  # fmt: skip
-    report = bench.main(argv)
+            "--before-module", str(module), "--max-score-gib", str(budget)]  # fmt: skip
+    bench.main(argv)
     saved = json.loads((tmp_path / "causal_attention.json").read_text())
     assert saved["config"]["lengths"] == [16, 40]
+    assert saved["config"]["variants"][:2] == ["sdpa", "before"]
     measured = [r for r in saved["results"] if "ms" in r]
     skipped = {(r["variant"], r["length"]) for r in saved["results"] if "skipped" in r}
-    # Full-score paths are left out at L=40 (over the tiny budget); the tiled ones are not.
-    assert skipped == {("naive", 40), ("scratch_masked", 40), ("chunked_autograd", 40)}
-    assert len(measured) == 2 * (6 + 3)
+    full_scores = {"before", "naive", "chunked_autograd", "scratch_masked"}
+    assert skipped == {(n, 40) for n in full_scores}
+    assert len(measured) == 2 * (7 + 3)  # two modes; 7 variants at L=16, 3 at L=40
     assert all(r["ms"]["median"] > 0 and r["ratio_to_sdpa"]["median"] > 0 for r in measured)
     table = (tmp_path / "causal_attention.md").read_text()
-    assert "| 40 |" in table and "naive at L=40" in table
+    assert table.count("\n| 16 |") == 2 and "naive at L=40" in table
     assert (tmp_path / "causal_attention.png").stat().st_size > 0
-    before = bench.markdown_tables(report, before=report)  # a run compared with itself
-    assert before.count("×") > table.count("×")
 
 
 def test_benchmark_memory_probe_reports_bytes(bench, capsys) -> None:

@@ -144,9 +144,11 @@ def plot_qk_ranks(tracked: dict, out: Path, name: str = "qk_rank.png") -> Path:
               Line2D([], [], color="gray", lw=1.3, ls=":", label="stable rank"),
               Line2D([], [], color="black", ls="--", lw=1, label=f"d_head = {d_head}")]
     legend += [Line2D([], [], color=colors[h], lw=2, label=f"head {h}") for h in range(H)]
-    axes[-1].legend(handles=legend, fontsize=7, loc="lower right")
+    fig.legend(handles=legend, fontsize=7, loc="outside right upper")
+    pinned = bool((qk["numerical_rank"] == d_head).all())
+    note = "; numerical rank = d_head for every head at every step" if pinned else ""
     fig.suptitle(f"QKᵀ rank per head (float64 SVD; numerical-rank tolerance "
-                 f"max(m,n)·eps·σ₁ = {rel_tol.max():.2g}·σ₁)", fontsize=9)
+                 f"max(m,n)·eps·σ₁ ≤ {rel_tol.max():.2g}·σ₁{note})", fontsize=9)
     return save_figure(fig, out / name)
 
 

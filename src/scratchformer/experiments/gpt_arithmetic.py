@@ -25,6 +25,7 @@ batches with the same trainer and compares it with our GPT under both attention 
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -82,15 +83,15 @@ class Config:
     data_seed: int = 0  # fixes the split and the samples, whatever the training seed
     # model
     n_layers: int = 2
-    n_heads: int = 2
+    n_heads: int = 4
     d_model: int = 64
     context_len: int = 0  # 0: the longest problem of the task
     attention_backend: str = "sdpa"
     # training
-    steps: int = 400
-    batch_size: int = 64
+    steps: int = 600
+    batch_size: int = 128
     lr: float = 3e-3
-    warmup_steps: int = 40
+    warmup_steps: int = 50
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     loss_on: str = "all"  # "all" tokens (a plain LM) or only the "answer" tokens
@@ -102,7 +103,7 @@ class Config:
     n_align: int = 500  # test problems whose attention maps give the alignment scores
     n_examples: int = 2  # attention-map figures
     seeds: int = 1  # train seeds seed, seed+1, ...; figures show the first
-    threads: int = 2
+    threads: int = 1  # small matrices: a second thread costs more than it gains
     device: str = "auto"
     seed: int = 0
 
@@ -329,11 +330,20 @@ class TrainedRun:
     tracker: SpectrumTracker | None
 
 
+def _report(trainer: Trainer, step: int, metrics: dict) -> None:
+    """Print the validation metrics of an evaluation above the progress bar."""
+    tqdm.write(f"step {step}: val answer ppl {metrics['val_answer_ppl']:.4f}, token ppl "
+               f"{metrics['val_token_ppl']:.3f}, exact match {metrics['val_exact_match']:.3f}")
+
+
 def train_lm(model: nn.Module, cfg: Any, data: TaskData, seed: int, *,
              adapter: LMAdapter = OURS,
              loss_fn: Callable[[nn.Module, tuple], tuple[Tensor, int]] = _loss_ours,
-             track: bool = True) -> TrainedRun:
-    """Train ``model`` on ``data`` with `Trainer`, evaluating on the validation split."""
+             track: bool = True, log_path: Path | None = None) -> TrainedRun:
+    """Train ``model`` on ``data`` with `Trainer`, evaluating on the validation split.
+
+    ``log_path``: where the trainer writes its JSONL log (watch a long run with ``tail -f``).
+    """
     eval_time = [0.0]
 
     def eval_fn(m: nn.Module) -> dict[str, float]:
@@ -344,8 +354,8 @@ def train_lm(model: nn.Module, cfg: Any, data: TaskData, seed: int, *,
 
     tracker = SpectrumTracker(cfg.track_every) if track else None
     trainer = Trainer(model, train_config(cfg, seed), train_batches=batch_fn(data, cfg.batch_size),
-                      loss_fn=loss_fn, eval_fn=eval_fn,
-                      on_step=[tracker] if tracker is not None else [])
+                      loss_fn=loss_fn, eval_fn=eval_fn, log_path=log_path,
+                      on_step=[tracker] if tracker is not None else [], on_eval=[_report])
     if tracker is not None:
         tracker.record(trainer.model, 0)
     initial = trainer.evaluate()
@@ -378,8 +388,8 @@ def summarize(values: Sequence[float]) -> dict:
 # ----------------------------------------------------------------------------- figures
 
 
-def _plot_training(run: TrainedRun, out: Path) -> list[Path]:
-    """Training/validation loss, validation answer perplexity, and exact match vs step."""
+def _plot_training(run: TrainedRun, floor: float, out: Path) -> list[Path]:
+    """Training/validation loss, validation perplexities (with the token floor), exact match."""
     h = run.history
     c = run.curve
     paths = []
@@ -397,6 +407,8 @@ def _plot_training(run: TrainedRun, out: Path) -> list[Path]:
     ax.plot(c["step"], c["val_answer_ppl"], marker="o", ms=3, label="answer perplexity")
     ax.plot(c["step"], c["val_token_ppl"], marker="s", ms=3, label="all-token perplexity")
     ax.axhline(ANSWER_PPL_TARGET, color="red", ls="--", lw=1, label="target 1.5")
+    ax.axhline(floor, color="tab:orange", ls=":", lw=1.2,
+               label=f"all-token floor {floor:.2f} (random operands)")
     ax.axhline(1.0, color="black", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
@@ -469,7 +481,8 @@ def run(cfg: Config, out: Path) -> dict:
             seed = cfg.seed + k
             torch.manual_seed(seed)
             model = build_gpt(cfg, data)
-            runs.append(train_lm(model, cfg, data, seed, track=(k == 0)))
+            runs.append(train_lm(model, cfg, data, seed, track=(k == 0),
+                                 log_path=out / f"train_log_seed{seed}.jsonl"))
         finals = []
         for r in tqdm(runs, desc="test", leave=False):
             r.model.eval()
@@ -480,7 +493,8 @@ def run(cfg: Config, out: Path) -> dict:
     finally:
         torch.set_num_threads(old_threads)
 
-    _plot_training(first, out)
+    floor = token_ppl_floor(arithmetic_config(cfg), data.splits.val)
+    _plot_training(first, floor, out)
     tracked = first.tracker.as_dict()
     plot_qk_ranks(tracked, out)
     plot_embedding_spectrum(tracked, out)
@@ -558,9 +572,9 @@ def build_hf_gpt2(cfg: Any, data: TaskData) -> nn.Module:
         activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
         layer_norm_epsilon=1e-5, tie_word_embeddings=True,
         bos_token_id=data.tokenizer.end_id, eos_token_id=data.tokenizer.end_id,
-        pad_token_id=data.tokenizer.pad_id,
+        pad_token_id=data.tokenizer.pad_id, attn_implementation=cfg.hf_attn_implementation,
     )
-    return transformers.GPT2LMHeadModel(hf_cfg, attn_implementation=cfg.hf_attn_implementation)
+    return transformers.GPT2LMHeadModel(hf_cfg)
 
 
 def _hf_logits(model: nn.Module, idx: Tensor) -> Tensor:
@@ -568,12 +582,17 @@ def _hf_logits(model: nn.Module, idx: Tensor) -> Tensor:
 
 
 def _hf_greedy(model: nn.Module, prompts: Tensor, n_new: int) -> Tensor:
-    """Greedy continuation with HF's own KV cache (``past_key_values``)."""
+    """Greedy continuation with HF's own KV cache.
+
+    The cache is called ``cache`` in transformers >= 5.x and ``past_key_values`` before.
+    """
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else (
+        "past_key_values")
     out = model(input_ids=prompts, use_cache=True)
     nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     new = [nxt]
     for _ in range(n_new - 1):
-        out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=nxt, use_cache=True, **{name: out[name]})
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         new.append(nxt)
     return torch.cat(new, dim=1)
@@ -666,7 +685,7 @@ def run_hf(cfg: HFConfig, out: Path) -> dict:
                 model = build_gpt(cfg, data, backend=name.removeprefix("ours-"))
                 adapter, loss_fn = OURS, _loss_ours
             run_ = train_lm(model, cfg, data, cfg.seed, adapter=adapter, loss_fn=loss_fn,
-                            track=False)
+                            track=False, log_path=out / f"train_log_{name}.jsonl")
             run_.model.eval()
             final = evaluate_lm(run_.model, adapter, data, "test")
             runs[name] = run_

@@ -9,6 +9,16 @@ hyperplane orthogonal to the all-ones vector. RMSNorm (Zhang & Sennrich, 2019) s
 centring and the bias: ``y = x / sqrt(mean(x**2) + eps) * weight``, which puts the output on the
 sphere of radius ``sqrt(d)`` (no hyperplane). Both act on the last dimension only, so they are
 position-wise: every token is normalised on its own.
+
+``layer_norm`` runs through `LayerNormFunction`, whose backward pass is the one derived in
+docs/derivations/layernorm-gradient.md: with x̂ the standardised input, σ = sqrt(var + eps)
+and g = dy·weight,
+
+    dx = (g − mean(g) − x̂·mean(g·x̂)) / σ,   dweight = Σ_rows dy·x̂,   dbias = Σ_rows dy.
+
+It saves only x̂ and 1/σ and takes about a dozen tensor operations each way, where autograd
+through the nine-operation forward formula records every intermediate and replays each one's
+backward (about twice the time at GPT sizes; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ import numbers
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-__all__ = ["layer_norm", "rms_norm"]
+__all__ = ["LayerNormFunction", "layer_norm", "rms_norm"]
 
 
 def _check_eps(eps: object) -> float:
@@ -65,15 +76,58 @@ def layer_norm(
     eps = _check_eps(eps)
     _check_affine(weight, "weight", x.shape[-1])
     _check_affine(bias, "bias", x.shape[-1])
-    mean = x.mean(dim=-1, keepdim=True)
-    centred = x - mean
-    var = centred.square().mean(dim=-1, keepdim=True)  # biased: divide by d, not d - 1
-    y = centred * torch.rsqrt(var + eps)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
+    return LayerNormFunction.apply(x, weight, bias, eps)
+
+
+def _sum_rows(t: Tensor) -> Tensor:
+    """Sum over every axis but the last: the gradient of a parameter broadcast along rows."""
+    return t.reshape(-1, t.shape[-1]).sum(dim=0)
+
+
+class LayerNormFunction(torch.autograd.Function):
+    """LayerNorm over the last axis with the hand-derived backward pass (see the module doc).
+
+    Saves the standardised input x̂ and 1/σ (one number per row). Not twice differentiable:
+    x̂ is saved as a constant, so a second derivative would be wrong; it raises instead.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
+    ) -> Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        centred = x - mean
+        var = centred.square().mean(dim=-1, keepdim=True)  # biased: divide by d, not d - 1
+        inv_std = var.add_(eps).rsqrt_()
+        x_hat = centred.mul_(inv_std)
+        if weight is not None and bias is not None:
+            y = torch.addcmul(bias, x_hat, weight)  # bias + x̂·weight in one pass
+        elif weight is not None:
+            y = x_hat * weight
+        elif bias is not None:
+            y = x_hat + bias
+        else:
+            y = x_hat.clone()  # a fresh output, so editing it cannot corrupt the saved x̂
+        ctx.save_for_backward(x_hat, inv_std, weight)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: Tensor):
+        x_hat, inv_std, weight = ctx.saved_tensors
+        need_x, need_weight, need_bias, _ = ctx.needs_input_grad
+        grad_x = grad_weight = grad_bias = None
+        if need_weight:
+            grad_weight = _sum_rows(grad_y * x_hat)
+        if need_bias:
+            grad_bias = _sum_rows(grad_y)
+        if need_x:
+            g = grad_y if weight is None else grad_y * weight  # dℓ/dx̂
+            # (g − mean(g) − x̂·mean(g·x̂)) / σ, accumulated in place in one buffer.
+            g_hat_mean = (g * x_hat).mean(dim=-1, keepdim=True)
+            grad_x = torch.addcmul(g - g.mean(dim=-1, keepdim=True), x_hat, g_hat_mean, value=-1)
+            grad_x.mul_(inv_std)
+        return grad_x, grad_weight, grad_bias, None
 
 
 def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:

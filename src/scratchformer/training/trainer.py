@@ -137,9 +137,18 @@ def resolve_autocast(mode: str, device: torch.device) -> torch.dtype | None:
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """``batch`` with every tensor inside (nested tuples, lists, dicts) moved to ``device``."""
+    """``batch`` with every tensor inside (nested tuples, lists, dicts, dataclasses) on ``device``.
+
+    Objects with their own ``.to(device)`` (e.g. dataclass batches) are moved by that method.
+    """
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        if callable(getattr(batch, "to", None)):
+            return batch.to(device)
+        fields = {f.name: to_device(getattr(batch, f.name), device)
+                  for f in dataclasses.fields(batch)}
+        return dataclasses.replace(batch, **fields)
     if isinstance(batch, Mapping):
         return type(batch)({k: to_device(v, device) for k, v in batch.items()})
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple

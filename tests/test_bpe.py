@@ -1,0 +1,216 @@
+"""The byte-level BPE tokenizer: exact round trips, rank-order encoding, special tokens, files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bpe_naive import encode_naive
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from scratchformer.tokenizers import BPETokenizer, split
+
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\nFirst Citizen:\nFirst, you know Caius Marcius is chief "
+    "enemy to the people.\n\nAll:\nWe know't, we know't.<|endoftext|>"
+    "Ünïcödé: café naïve 🙂🙂 日本語 e\u0301 — «ok» 12345 67890\n\n\n    indented\tline\n"
+) * 4
+
+# Every unicode scalar value except surrogates (UTF-8 cannot encode them): emoji, combining
+# marks, control characters, unassigned code points, private use.
+ANY_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+LONG_RUNS = st.builds(
+    lambda c, n, t: c * n + t, st.sampled_from(["a", " ", "\n", "🙂", "\u0301", "ab"]),
+    st.integers(0, 3000), ANY_TEXT,
+)
+
+
+@pytest.fixture(scope="module")
+def tok() -> BPETokenizer:
+    return BPETokenizer.train(CORPUS, 400, special_tokens=("<|endoftext|>", "<|pad|>"))
+
+
+@pytest.fixture(scope="module")
+def tok4() -> BPETokenizer:
+    return BPETokenizer.train(CORPUS, 400, pattern="gpt4", min_frequency=1)
+
+
+def test_trained_layout(tok):
+    assert [tok.vocab[b] for b in range(256)] == [bytes([b]) for b in range(256)]
+    assert len(tok.merges) == 400 - 256 - 2
+    for k, (a, b) in enumerate(tok.merges):
+        assert tok.vocab[256 + k] == tok.vocab[a] + tok.vocab[b]
+        assert a < 256 + k and b < 256 + k  # a merge only uses tokens created before it
+    assert tok.special_tokens == {"<|endoftext|>": 398, "<|pad|>": 399}
+    assert tok.vocab_size == len(tok) == 400
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=ANY_TEXT | LONG_RUNS)
+@example(text="👩\u200d👩\u200d👧\u200d👦 e\u0301\u0302\u0303 \x00\x01\x1b[0m\x7f\u200b\ufeff")
+@example(text="a" * 5000)
+@example(text="")
+@example(text="\n\n\n\r\n \n")
+def test_decode_inverts_encode(tok, tok4, text):
+    for t in (tok, tok4):
+        ids = t.encode(text)
+        assert t.decode(ids, errors="strict") == text
+        assert t.decode_bytes(ids) == text.encode("utf-8")
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(st.sampled_from("aeht ,.\n'sIl0123🙂é"), max_size=120) | ANY_TEXT)
+def test_encoding_equals_applying_merges_in_rank_order(tok, tok4, text):
+    assert tok.encode_ordinary(text) == encode_naive(text, tok.merges, "gpt2")
+    assert tok4.encode_ordinary(text) == encode_naive(text, tok4.merges, "gpt4")
+
+
+def test_encoding_equals_rank_order_on_the_corpus(tok):
+    assert tok.encode_ordinary(CORPUS) == encode_naive(CORPUS, tok.merges)
+    assert len(tok.encode_ordinary(CORPUS)) < len(CORPUS.encode("utf-8")) / 2  # it compresses
+
+
+def test_chunk_cache_does_not_change_results(tok):
+    text = "hear me speak, speak!"
+    first = tok.encode(text)
+    assert tok._cache  # the chunks are cached now
+    assert tok.encode(text) == first
+    tok._cache.clear()
+    assert tok.encode(text) == first
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_decoding_any_ids_follows_the_errors_policy(tok, data):
+    ids = data.draw(st.lists(st.integers(0, tok.vocab_size - 1), max_size=30))
+    raw = tok.decode_bytes(ids)
+    assert tok.decode(ids) == raw.decode("utf-8", errors="replace")
+    assert tok.decode(ids, errors="ignore") == raw.decode("utf-8", errors="ignore")
+    try:
+        expected = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        with pytest.raises(UnicodeDecodeError):
+            tok.decode(ids, errors="strict")
+    else:
+        assert tok.decode(ids, errors="strict") == expected
+
+
+def test_invalid_utf8_becomes_replacement_characters(tok):
+    assert tok.decode([0xC3]) == "\ufffd"  # the first half of a two-byte character
+    assert tok.decode([0xC3, 0xA9]) == "é"  # both halves
+    assert tok.decode([0xFF, ord("a"), 0x80]) == "\ufffda\ufffd"
+    assert tok.decode_bytes([0xC3]) == b"\xc3"
+
+
+def test_unknown_and_malformed_ids_raise(tok):
+    with pytest.raises(ValueError, match=r"token id 400 is not in the vocabulary \(ids 0..399"):
+        tok.decode([1, 400])
+    with pytest.raises(ValueError, match="-1"):
+        tok.decode([-1])
+    with pytest.raises(TypeError, match="bool"):
+        tok.decode([True])
+    with pytest.raises(TypeError, match="float"):
+        tok.decode([1.0])
+
+
+def test_numpy_and_torch_ids_decode(tok):
+    np = pytest.importorskip("numpy")
+    torch = pytest.importorskip("torch")
+    ids = tok.encode("hear me speak")
+    assert tok.decode(np.array(ids)) == "hear me speak"
+    assert tok.decode(torch.tensor(ids)) == "hear me speak"
+
+
+def test_special_tokens_are_refused_allowed_or_plain(tok):
+    text = "a<|endoftext|>b<|pad|>"
+    eot, pad = tok.special_tokens["<|endoftext|>"], tok.special_tokens["<|pad|>"]
+    with pytest.raises(ValueError, match=r"special token '<\|endoftext\|>' at offset 1"):
+        tok.encode(text)
+    ids = tok.encode(text, allowed_special="all")
+    assert ids == [*tok.encode("a"), eot, *tok.encode("b"), pad]
+    assert tok.decode(ids) == text
+    with pytest.raises(ValueError, match="pad"):
+        tok.encode(text, allowed_special={"<|endoftext|>"})
+    only_eot = tok.encode(text, allowed_special={"<|endoftext|>"}, disallowed_special=())
+    assert eot in only_eot and pad not in only_eot
+    plain = tok.encode(text, disallowed_special=())
+    assert plain == tok.encode_ordinary(text)
+    assert eot not in plain and pad not in plain
+    assert tok.decode(plain) == text
+    with pytest.raises(ValueError, match="not special tokens"):
+        tok.encode(text, allowed_special={"<|nope|>"})
+    with pytest.raises(TypeError, match="allowed_special"):
+        tok.encode(text, allowed_special="<|endoftext|>")
+
+
+def test_special_tokens_are_never_merged():
+    # Special-token strings in a training text separate it and teach no merges: here the only
+    # other text, "abc", occurs once, so nothing reaches min_frequency=2.
+    tok = BPETokenizer.train("<|endoftext|>" * 50 + "abc", 300)
+    assert tok.merges == []
+    ids = tok.encode("ab<|endoftext|>c", allowed_special="all")
+    assert ids == [97, 98, tok.special_tokens["<|endoftext|>"], 99]
+
+
+def test_encode_batch_equals_encode(tok):
+    texts = ["hear me", "", "speak 🙂", "x<|pad|>"]
+    assert tok.encode_batch(texts, allowed_special="all") == [
+        tok.encode(t, allowed_special="all") for t in texts
+    ]
+
+
+def test_save_and_load_round_trip(tok, tok4, tmp_path):
+    for t in (tok, tok4):
+        path = t.save(tmp_path / "tok.json")
+        data = json.loads(path.read_text("utf-8"))
+        assert data["format"] == "scratchformer-bpe" and data["version"] == 1
+        back = BPETokenizer.load(path)
+        assert back.vocab == t.vocab and back.merges == t.merges
+        assert back.special_tokens == t.special_tokens and back.pattern == t.pattern
+        assert back.encode(CORPUS, allowed_special="all") == t.encode(
+            CORPUS, allowed_special="all"
+        )
+
+
+def test_load_refuses_other_files(tmp_path):
+    (tmp_path / "a.json").write_text('{"format": "other"}')
+    with pytest.raises(ValueError, match="not a scratchformer-bpe tokenizer"):
+        BPETokenizer.load(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text('{"format": "scratchformer-bpe", "version": 99}')
+    with pytest.raises(ValueError, match="version 99"):
+        BPETokenizer.load(tmp_path / "b.json")
+    (tmp_path / "c.json").write_text("not json")
+    with pytest.raises(ValueError, match="not JSON"):
+        BPETokenizer.load(tmp_path / "c.json")
+
+
+def test_constructor_checks_the_vocabulary():
+    vocab = {b: bytes([b]) for b in range(256)}
+    with pytest.raises(ValueError, match="missing byte"):
+        BPETokenizer({i: t for i, t in vocab.items() if i != 7}, [])
+    with pytest.raises(ValueError, match="merged token is not in the vocab"):
+        BPETokenizer(vocab, [(97, 98)])
+    with pytest.raises(ValueError, match="twice"):
+        BPETokenizer({**vocab, 300: b"a"}, [])
+    with pytest.raises(ValueError, match="already taken"):
+        BPETokenizer(vocab, [], {"<s>": 5})
+    with pytest.raises(ValueError, match="vocab_size must be >= 256"):
+        BPETokenizer.train("abc", 256)
+    with pytest.raises(TypeError, match="vocab_size"):
+        BPETokenizer.train("abc", 300.0)
+    with pytest.raises(TypeError, match="text"):
+        BPETokenizer.from_merges([]).encode(b"bytes")
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=ANY_TEXT, pattern=st.sampled_from(["gpt2", "gpt4", r"\d+", r"[a-z]+|\s"]))
+def test_pretokenization_loses_nothing(text, pattern):
+    assert "".join(split(text, pattern)) == text
+
+
+def test_pretokenization_patterns():
+    assert split("I'm here  12345 you're") == ["I", "'m", " here", " ", " 12345", " you", "'re"]
+    assert split("I'M 12345\n\nx", "gpt4") == ["I", "'M", " ", "123", "45", "\n\n", "x"]
