@@ -18,37 +18,29 @@ Tasks:
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from scratchformer.validation import check_int
 
 __all__ = ["TASKS", "is_palindrome", "is_sorted", "make_task", "palindrome_task", "sorted_task"]
 
 TASKS = ("sorted", "palindrome")
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an int >= ``minimum``, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_common(
     num_examples: object, seq_len: object, vocab_size: object, generator: object
 ) -> tuple[int, int, int]:
     """Validate the arguments every task shares; ``num_examples`` must be even (pairs)."""
-    n = _check_int("num_examples", num_examples, 2)
+    n = check_int("num_examples", num_examples, 2)
     if n % 2:
         raise ValueError(
             f"num_examples must be even (one positive and one negative per multiset), got {n}"
         )
-    length = _check_int("seq_len", seq_len, 3)
-    vocab = _check_int("vocab_size", vocab_size, 2)
+    length = check_int("seq_len", seq_len, 3)
+    vocab = check_int("vocab_size", vocab_size, 2)
     if not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator (seed it for reproducibility), "

@@ -19,6 +19,8 @@ import numbers
 import torch
 from torch import Tensor
 
+from scratchformer.validation import check_int
+
 __all__ = [
     "positional_frequencies",
     "rotation_matrix",
@@ -26,18 +28,9 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an int, raising TypeError/ValueError naming ``name`` if it is bad."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_dim(dim: object) -> int:
     """Return ``dim`` as a positive even int: sin and cos fill the dimensions two at a time."""
-    dim = _check_int("dim", dim, 2)
+    dim = check_int("dim", dim, 2)
     if dim % 2:
         raise ValueError(
             f"dim must be even, got {dim}: the encoding stores one (sin, cos) pair per "
@@ -102,7 +95,7 @@ def sinusoidal_positional_encoding(
     Interleaved layout: ``PE[p, 2i] = sin(p * omega_i)``, ``PE[p, 2i+1] = cos(p * omega_i)``,
     ``omega_i = base ** (-2i / dim)``; computed in float64, then cast to ``dtype``.
     """
-    num_positions = _check_int("num_positions", num_positions, 1)
+    num_positions = check_int("num_positions", num_positions, 1)
     dim = _check_dim(dim)
     base = _check_base(base)
     dtype = _check_dtype(dtype)

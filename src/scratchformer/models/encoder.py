@@ -10,8 +10,6 @@ input tokens only: every layer is permutation-equivariant and the pooling is inv
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor, nn
 
@@ -22,19 +20,12 @@ from scratchformer.nn.embeddings import (
     TokenEmbedding,
 )
 from scratchformer.nn.norm import build_norm
+from scratchformer.validation import check_int
 
 __all__ = ["POOLINGS", "POSITIONALS", "EncoderClassifier"]
 
 POSITIONALS = ("sinusoidal", "learned", "none")
 POOLINGS = ("mean", "cls")
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 class EncoderClassifier(nn.Module):
@@ -62,11 +53,11 @@ class EncoderClassifier(nn.Module):
         norm_position: str = "pre",
     ) -> None:
         super().__init__()
-        self.vocab_size = _check_positive_int("vocab_size", vocab_size)
-        self.num_classes = _check_positive_int("num_classes", num_classes)
-        self.d_model = _check_positive_int("d_model", d_model)
-        n_layers = _check_positive_int("n_layers", n_layers)
-        self.max_len = _check_positive_int("max_len", max_len)
+        self.vocab_size = check_int("vocab_size", vocab_size)
+        self.num_classes = check_int("num_classes", num_classes)
+        self.d_model = check_int("d_model", d_model)
+        n_layers = check_int("n_layers", n_layers)
+        self.max_len = check_int("max_len", max_len)
         if positional not in POSITIONALS:
             raise ValueError(f"positional must be one of {POSITIONALS}, got {positional!r}")
         if pooling not in POOLINGS:

@@ -16,17 +16,9 @@ import torch
 from torch import Tensor, nn
 
 from scratchformer.functional.positional import sinusoidal_positional_encoding
+from scratchformer.validation import check_int
 
 __all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding", "TokenEmbedding"]
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int >= 1, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 class TokenEmbedding(nn.Module):
@@ -38,8 +30,8 @@ class TokenEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, dim: int, *, init_std: float = 1.0) -> None:
         super().__init__()
-        self.vocab_size = _check_positive_int("vocab_size", vocab_size)
-        self.dim = _check_positive_int("dim", dim)
+        self.vocab_size = check_int("vocab_size", vocab_size)
+        self.dim = check_int("dim", dim)
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std!r}")
         self.init_std = float(init_std)
@@ -104,8 +96,8 @@ class SinusoidalPositionalEmbedding(_AddPositions):
 
     def __init__(self, max_len: int, dim: int, base: float = 10000.0) -> None:
         super().__init__()
-        self.max_len = _check_positive_int("max_len", max_len)
-        self.dim = _check_positive_int("dim", dim)
+        self.max_len = check_int("max_len", max_len)
+        self.dim = check_int("dim", dim)
         self.register_buffer(
             "pe", sinusoidal_positional_encoding(self.max_len, self.dim, base), persistent=False
         )
@@ -122,8 +114,8 @@ class LearnedPositionalEmbedding(_AddPositions):
 
     def __init__(self, max_len: int, dim: int, *, init_std: float = 0.02) -> None:
         super().__init__()
-        self.max_len = _check_positive_int("max_len", max_len)
-        self.dim = _check_positive_int("dim", dim)
+        self.max_len = check_int("max_len", max_len)
+        self.dim = check_int("dim", dim)
         if not init_std > 0:
             raise ValueError(f"init_std must be > 0, got {init_std!r}")
         self.init_std = float(init_std)

@@ -13,22 +13,14 @@ in place does not record gradients through earlier entries.
 
 from __future__ import annotations
 
-import numbers
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
+from scratchformer.validation import check_int
+
 __all__ = ["KVCache", "LayerKVCache", "decode_causal_mask"]
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` as an int >= 1, or raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 @lru_cache(maxsize=64)
@@ -43,7 +35,7 @@ def decode_causal_mask(L: int, S: int, device: torch.device | str | None = None)
     ``j <= S - L + i``. PyTorch's ``is_causal`` is aligned top-left instead (query 0 sees key 0
     only), which is wrong for a chunk appended to a cache. Cached and shared: treat as read-only.
     """
-    L, S = _check_positive_int("L", L), _check_positive_int("S", S)
+    L, S = check_int("L", L), check_int("S", S)
     if S < L:
         raise ValueError(f"S (keys) must be >= L (queries) for decoding, got L={L}, S={S}")
     return _decode_mask_cached(L, S, torch.device(device if device is not None else "cpu"))
@@ -57,7 +49,7 @@ class LayerKVCache:
     """
 
     def __init__(self, capacity: int) -> None:
-        self.capacity = _check_positive_int("capacity", capacity)
+        self.capacity = check_int("capacity", capacity)
         self.length = 0
         self.keys: Tensor | None = None
         self.values: Tensor | None = None
@@ -113,8 +105,8 @@ class KVCache:
     """
 
     def __init__(self, n_layers: int, capacity: int) -> None:
-        n_layers = _check_positive_int("n_layers", n_layers)
-        self.capacity = _check_positive_int("capacity", capacity)
+        n_layers = check_int("n_layers", n_layers)
+        self.capacity = check_int("capacity", capacity)
         self.layers = [LayerKVCache(self.capacity) for _ in range(n_layers)]
 
     @property
@@ -135,6 +127,5 @@ class KVCache:
 
     def __repr__(self) -> str:
         return (
-            f"KVCache(n_layers={len(self.layers)}, length={self.length}, "
-            f"capacity={self.capacity})"
+            f"KVCache(n_layers={len(self.layers)}, length={self.length}, capacity={self.capacity})"
         )
