@@ -214,3 +214,30 @@ def test_pretokenization_loses_nothing(text, pattern):
 def test_pretokenization_patterns():
     assert split("I'm here  12345 you're") == ["I", "'m", " here", " ", " 12345", " you", "'re"]
     assert split("I'M 12345\n\nx", "gpt4") == ["I", "'M", " ", "123", "45", "\n\n", "x"]
+
+
+def test_cli_train_encode_decode(tmp_path, capsys):
+    from scratchformer.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS, "utf-8")
+    out = tmp_path / "tok.json"
+    args = ["tokenizer", "train", "--input", str(corpus), "--vocab-size", "300", "--out", str(out)]
+    assert main([*args, "--hf-export", str(tmp_path / "hf.json")]) == 0
+    tok = BPETokenizer.load(out)
+    assert tok.vocab_size == 300 and tok.special_tokens == {"<|endoftext|>": 299}
+    assert (tmp_path / "hf.json").exists()
+    capsys.readouterr()
+
+    text = "hear me speak 🙂<|endoftext|>"
+    base = ["--tokenizer", str(out)]
+    assert main(["tokenizer", "encode", *base, "--text", text, "--allow-special"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert [int(i) for i in printed] == tok.encode(text, allowed_special="all")
+    assert main(["tokenizer", "decode", *base, "--no-newline", *printed]) == 0
+    assert capsys.readouterr().out == text
+
+    assert main(["tokenizer", "encode", *base, "--text", text]) == 2  # special refused
+    assert "special token" in capsys.readouterr().err
+    assert main(["tokenizer", "decode", *base, "1", "100000"]) == 2
+    assert "100000 is not in the vocabulary" in capsys.readouterr().err

@@ -341,7 +341,10 @@ def test_study_runs_and_writes_outputs(tmp_path) -> None:
     out = tmp_path / "feedforward.gradient_flow"
     assert json.loads((out / "metrics.json").read_text())["study"] == study.name
     assert set(record["figures"]) == {
-        "activations.png", "dead_units.png", "grad_norms.png", "training.png"
+        "activations.png",
+        "dead_units.png",
+        "grad_norms.png",
+        "training.png",
     }
     table = (out / "table.md").read_text()
     assert "| plain | 6 | relu |" in table and "| residual | 6 | gelu |" in table
@@ -397,7 +400,12 @@ def test_study_profiles_and_bad_config(tmp_path) -> None:
     assert full.depths == (16, 24) and full.seeds == 5
     quick = study.config("quick")
     assert quick.depths == (16,) and quick.seeds == 3 and quick.seed == 0
-    for bad in ({"depths": (1,)}, {"batch": 1}, {"activations": ("swish",)},
-                {"settings": ("dense",)}, {"train_steps": -1}):
+    for bad in (
+        {"depths": (1,)},
+        {"batch": 1},
+        {"activations": ("swish",)},
+        {"settings": ("dense",)},
+        {"train_steps": -1},
+    ):
         with pytest.raises(ValueError):
             study.run(dataclasses.replace(quick, **{**TINY, **bad}), tmp_path)

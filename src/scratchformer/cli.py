@@ -74,6 +74,82 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenizer(args: argparse.Namespace) -> int:
+    """``scratchformer tokenizer train|encode|decode``: the byte-level BPE tokenizer."""
+    from scratchformer.tokenizers import BPETokenizer
+
+    try:
+        if args.action == "train":
+            if args.input:
+                texts = [Path(f).read_text(encoding="utf-8") for f in args.input]
+            else:
+                from scratchformer.data import load_tiny_shakespeare
+
+                texts = [load_tiny_shakespeare()]
+            specials = args.special if args.special is not None else ["<|endoftext|>"]
+            tok = BPETokenizer.train(
+                texts,
+                args.vocab_size,
+                pattern=args.pattern,
+                special_tokens=specials,
+                min_frequency=args.min_frequency,
+                progress=True,
+            )
+            print(f"{tok} -> {tok.save(args.out)}")
+            if args.hf_export:
+                from scratchformer.tokenizers.hf_interop import export_hf
+
+                print(f"Hugging Face tokenizer.json -> {export_hf(tok, args.hf_export)}")
+            return 0
+        tok = BPETokenizer.load(args.tokenizer)
+        if args.action == "encode":
+            if (args.text is None) == (args.input is None):
+                raise ValueError("give exactly one of --text TEXT or --input FILE")
+            text = args.text if args.text is not None else Path(args.input).read_text("utf-8")
+            allowed = "all" if args.allow_special else ()
+            print(" ".join(map(str, tok.encode(text, allowed_special=allowed))))
+            return 0
+        raw = args.ids if args.ids else sys.stdin.read().split()
+        ids = []
+        for item in raw:
+            try:
+                ids.append(int(item))
+            except ValueError:
+                raise ValueError(f"ids must be integers, got {item!r}") from None
+        sys.stdout.write(tok.decode(ids, errors=args.errors) + ("\n" if args.newline else ""))
+        return 0
+    except (ValueError, TypeError, UnicodeError) as e:
+        print(f"scratchformer: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
+    tp = sub.add_parser("tokenizer", help="train, or encode/decode with, a byte-level BPE")
+    tsub = tp.add_subparsers(dest="action", required=True)
+    tr = tsub.add_parser("train", help="learn a tokenizer (default corpus: Tiny Shakespeare)")
+    tr.add_argument("--input", nargs="+", metavar="FILE", help="UTF-8 text files to train on")
+    tr.add_argument("--vocab-size", type=int, default=1024, help="256 bytes + merges + specials")
+    tr.add_argument("--pattern", default="gpt2", help="gpt2, gpt4 or a regex (pre-tokenization)")
+    tr.add_argument("--special", nargs="*", metavar="TOKEN",
+                    help="special tokens (default: <|endoftext|>; give none for no specials)")
+    tr.add_argument("--min-frequency", type=int, default=2, help="rarest pair still merged")
+    tr.add_argument("--out", default="tokenizer.json", help="where to save (scratchformer format)")
+    tr.add_argument("--hf-export", metavar="PATH", help="also write a Hugging Face tokenizer.json")
+    enc = tsub.add_parser("encode", help="print the ids of a text")
+    enc.add_argument("--tokenizer", required=True, help="a file written by 'tokenizer train'")
+    enc.add_argument("--text", help="the text to encode")
+    enc.add_argument("--input", metavar="FILE", help="a UTF-8 file to encode")
+    enc.add_argument("--allow-special", action="store_true",
+                     help="turn special-token strings into their ids (default: refuse them)")
+    dec = tsub.add_parser("decode", help="print the text of ids (arguments or stdin)")
+    dec.add_argument("--tokenizer", required=True, help="a file written by 'tokenizer train'")
+    dec.add_argument("ids", nargs="*", help="token ids (default: read from stdin)")
+    dec.add_argument("--errors", default="replace", choices=["replace", "strict", "ignore"],
+                     help="what to do with bytes that are not valid UTF-8")
+    dec.add_argument("--no-newline", dest="newline", action="store_false")
+    tp.set_defaults(fn=_cmd_tokenizer)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``scratchformer``."""
     p = argparse.ArgumentParser(prog="scratchformer", description=__doc__.splitlines()[0])
@@ -92,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results", default="results", help="results folder to read")
     rep.add_argument("--out", default=None, help="output folder (default: the results folder)")
     rep.set_defaults(fn=_cmd_report)
+
+    _add_tokenizer_parser(sub)
     return p
 
 

@@ -299,15 +299,30 @@ def _plot_init(cfg: Config, init: dict, theory: dict, out: Path) -> None:
                     s = init[setting][f"depth_{depth}"][act]
                     color, label = _COLORS.get(act, "k"), f"{act}, depth {depth}"
                     if fname == "grad_norms.png":
-                        _band(ax, range(1, depth + 1), s["grad_norm_mean"], s["grad_norm_min"],
-                              s["grad_norm_max"], color, label, style)
+                        _band(
+                            ax,
+                            range(1, depth + 1),
+                            s["grad_norm_mean"],
+                            s["grad_norm_min"],
+                            s["grad_norm_max"],
+                            color,
+                            label,
+                            style,
+                        )
                     else:
-                        _mean_std_band(ax, s["dead_fraction_mean"], s["dead_fraction_std"],
-                                       color, label, style)
+                        _mean_std_band(
+                            ax, s["dead_fraction_mean"], s["dead_fraction_std"], color, label, style
+                        )
                 if fname == "dead_units.png" and setting == "plain" and "relu" in cfg.activations:
                     pred = theory[f"depth_{depth}"]["dead_fraction"]
-                    ax.plot(range(1, depth + 1), pred, style, color="k", lw=1,
-                            label=f"ReLU theory (∞ width), depth {depth}")
+                    ax.plot(
+                        range(1, depth + 1),
+                        pred,
+                        style,
+                        color="k",
+                        lw=1,
+                        label=f"ReLU theory (∞ width), depth {depth}",
+                    )
             if fname == "grad_norms.png":
                 ax.set_yscale("log")
                 ax.set_ylabel("‖∂L/∂W_l‖: mean, band = min–max over seeds")

@@ -45,9 +45,7 @@ class FeedForward(nn.Module):
         d_model = _check_positive_int(d_model, "d_model")
         d_hidden = 4 * d_model if d_hidden is None else _check_positive_int(d_hidden, "d_hidden")
         if not isinstance(activation, str) or activation not in ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}"
-            )
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
             raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
         if not 0.0 <= dropout < 1.0:
