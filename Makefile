@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,notebooks]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev,notebooks,hf]'
 	touch $(STAMP)
 
 install: $(STAMP)

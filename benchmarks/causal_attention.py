@@ -3,11 +3,12 @@
 Times ``scratchformer.functional.attention.scaled_dot_product_attention(..., is_causal=True)``
 ("scratch") against ``torch.nn.functional.scaled_dot_product_attention(..., is_causal=True)``
 ("sdpa"), forward only (inference, under ``torch.no_grad``) and forward + backward (training),
-in float32, at batch 8, 8 heads and head size 64 by default. Context variants: a textbook
-masked implementation ("naive"), query blocks differentiated by autograd ("chunked_autograd"),
-scratchformer's general path given the causal mask explicitly ("scratch_masked"), its tiled
-kernel with recomputation ("scratch_recompute"), and, with ``--before-module``, an older copy of
-``functional/attention.py`` ("before"). The headline is the ratio scratch / sdpa, computed per
+in float32, at batch 8, 8 heads and head size 64 by default. For context, by default: a
+textbook masked implementation ("naive") and, with ``--before-module``, an older copy of
+``functional/attention.py`` ("before"); with ``--variants all`` also the ablations: query blocks
+differentiated by autograd ("chunked_autograd"), scratchformer's general path given the causal
+mask explicitly ("scratch_masked"), and its tiled kernel with recomputation
+("scratch_recompute"). The headline is the ratio scratch / sdpa, computed per
 interleaved round (all variants alternate within a round) and then the median taken, so load
 from other processes cancels as far as possible.
 
@@ -19,6 +20,7 @@ root::
     python -m benchmarks.causal_attention --quick       # lengths 128-512, 3 rounds
     git show 3582f91:src/scratchformer/functional/attention.py > /tmp/attention_before.py
     python -m benchmarks.causal_attention --before-module /tmp/attention_before.py
+    python -m benchmarks.causal_attention --variants all --lengths 256,1024,2048 --no-memory
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ FULL_LENGTHS = (128, 256, 512, 1024, 2048, 4096)
 QUICK_LENGTHS = (128, 256, 512)
 MODES = ("fwd", "fwd+bwd")
 NAME = "causal_attention"
-DEFAULT_VARIANTS = ("scratch", "naive", "chunked_autograd", "scratch_masked", "scratch_recompute")
+DEFAULT_VARIANTS = ("scratch", "naive")
+ABLATION_VARIANTS = ("chunked_autograd", "scratch_masked", "scratch_recompute")
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -208,11 +211,11 @@ def memory_probe(args: argparse.Namespace) -> dict:
     call = step(fn, mode, q, k, v, grad_out)
     if device.type == "cuda":
         return {"bytes": peak_cuda_bytes(call, device), "method": "cuda.max_memory_allocated"}
-    return {"bytes": rss_rise_bytes(call), "method": "ru_maxrss rise in a fresh process"}
+    return {"bytes": rss_rise_bytes(call), "method": "peak RSS (VmHWM) rise in a fresh process"}
 
 
 def measure_memory(args: argparse.Namespace, name: str, mode: str, length: int) -> dict:
-    """Run :func:`memory_probe` in a fresh interpreter (CPU peaks need a clean ``ru_maxrss``)."""
+    """Run :func:`memory_probe` in a fresh interpreter (a clean peak, no allocator cache)."""
     probe = [
         "-m", f"benchmarks.{NAME}", "--memory-probe", name, mode, str(length),
         "--device", args.device, "--batch", str(args.batch), "--heads", str(args.heads),
@@ -250,7 +253,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
                 return max(args.min_repeats, min(args.repeats, fit))
 
             start = time.perf_counter()
-            samples = interleaved_timings(fns, device, rounds)
+            samples = interleaved_timings(fns, device, rounds, clock=args.clock)
             took = time.perf_counter() - start
             for n in names:
                 entry: dict = {"variant": n, "mode": mode, "length": length}
@@ -284,6 +287,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "heads": args.heads,
             "head_dim": args.head_dim,
             "dtype": "float32",
+            "clock": args.clock,
             "lengths": list(args.lengths),
             "variants": names,
             "repeats": args.repeats,
@@ -293,7 +297,33 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         },
         "variant_docs": {n: table[n].doc for n in names},
         "results": results,
+        "micro": micro_benchmarks(device, args.clock) if args.micro else [],
     }
+
+
+def micro_benchmarks(
+    device: torch.device, clock: str = "wall", n: int = 1 << 20, big: int = 1 << 26
+) -> list[dict]:
+    """Costs behind two design choices: ``exp`` by argument range, and fresh versus reused memory.
+
+    ``exp`` of ``n`` float32 values, all equal to one argument: ordinary ones, ones whose result
+    is subnormal or zero, and −inf (what masked scores become). And writing ``big`` floats
+    (256 MiB) into a fresh tensor against writing them into one that already exists.
+    """
+    out = torch.empty(n, device=device)
+    fns: dict[str, Callable[[], object]] = {}
+    for label, arg in [("exp(0)", 0.0), ("exp(-80)", -80.0), ("exp(-88): subnormal", -88.0),
+                       ("exp(-200): zero", -200.0), ("exp(-inf)", -math.inf)]:  # fmt: skip
+        x = torch.full((n,), arg, device=device)
+        fns[label] = lambda x=x: torch.exp(x, out=out)
+    reused = torch.empty(big, device=device)
+    mib = big * 4 // 2**20
+    fns[f"fill {mib} MiB, reused"] = lambda: reused.fill_(1.0)
+    fns[f"fill {mib} MiB, fresh"] = lambda: torch.empty(big, device=device).fill_(1.0)
+    samples = interleaved_timings(fns, device, rounds=7, clock=clock)
+    return [
+        {"case": k, "ms": summarize([t * 1e3 for t in v]).as_dict()} for k, v in samples.items()
+    ]
 
 
 # --- reporting ---------------------------------------------------------------------------------
@@ -329,8 +359,8 @@ def markdown_tables(report: dict) -> str:
         f"Measured on {m['cpu']} ({m['logical_cores']} logical cores, {m['torch_threads']} torch "
         f"threads), torch {m['torch']}, device {m['device']}; load average (1/5/15 min) "
         f"{m['load_average_1_5_15']} at the start, {report.get('load_average_at_end')} at the "
-        "end. Times: median ms over interleaved rounds. Ratios: median of the per-round ratios "
-        "to sdpa.",
+        f"end. Times: median ms of {report['config'].get('clock', 'wall')}-clock time over "
+        "interleaved rounds. Ratios: median of the per-round ratios to sdpa.",
         "",
         "| L | fwd sdpa | fwd before | fwd scratch | before / sdpa | **scratch / sdpa** "
         "| fwd+bwd sdpa | fwd+bwd before | fwd+bwd scratch | before / sdpa | **scratch / sdpa** |",
@@ -372,6 +402,9 @@ def markdown_tables(report: dict) -> str:
                 f, fb = (_lookup(report, n, mode, L) for mode in MODES)
                 cells.append(f"{_mib(f)}; {_mib(fb)}")
             lines.append("| " + " | ".join(cells) + " |")
+    if report.get("micro"):
+        lines += ["", "Micro-benchmarks (median ms of 7):", "", "| case | ms |", "|---|---:|"]
+        lines += [f"| {r['case']} | {r['ms']['median']:.2f} |" for r in report["micro"]]
     skips = sorted({(r["variant"], r["length"]) for r in report["results"] if "skipped" in r})
     if skips:
         gib = report["config"]["max_score_gib"]
@@ -440,17 +473,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="seconds of timed rounds to aim for per length and mode")  # fmt: skip
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="wall, or process CPU time (CPU only; robust to other load)")  # fmt: skip
     p.add_argument("--quick", action="store_true", help="lengths 128-512 and 3 rounds")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--variants", type=lambda s: s.split(","), default=list(DEFAULT_VARIANTS),
-                   help="comma-separated, besides sdpa (always run)")  # fmt: skip
+                   help="comma-separated, besides sdpa (always run), or 'all'")  # fmt: skip
     p.add_argument("--before-module", type=Path,
                    help="an older functional/attention.py to time as 'before'")  # fmt: skip
     p.add_argument("--max-score-gib", type=float, default=2.0,
                    help="skip full-score paths when one L×L fp32 matrix exceeds this")  # fmt: skip
     p.add_argument("--no-memory", dest="memory", action="store_false")
+    p.add_argument("--micro", action="store_true", help="also time exp ranges and fresh memory")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     p.add_argument("--memory-probe", nargs=3, metavar=("VARIANT", "MODE", "L"), help="internal")
     args = p.parse_args(argv)
@@ -460,6 +496,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         torch.set_num_threads(args.threads)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.variants == ["all"]:
+        args.variants = [*DEFAULT_VARIANTS, *ABLATION_VARIANTS]
     if args.quick:
         args.lengths, args.repeats, args.min_repeats = QUICK_LENGTHS, 3, 3
     if args.min_repeats < 1 or args.repeats < args.min_repeats:

@@ -9,10 +9,13 @@ median over rounds and the interquartile range (IQR), both robust to the occasio
 Memory. On CUDA, ``torch.cuda.max_memory_allocated`` gives the peak of the caching allocator
 directly. On the CPU PyTorch keeps no such counter and ``tracemalloc`` does not see its
 allocations, so we measure the operating system's view instead: one call runs in a fresh
-subprocess and we report the rise of its peak resident set size (``ru_maxrss``) over the
-resident size just before the call. That counts every page the call touched at its high-water
-mark, i.e. the extra memory the computation needed on top of its inputs. It is coarse (page
-granularity, allocator caching included) but it is what a user running out of RAM would see.
+subprocess and we report the rise of its peak resident set size (``VmHWM`` in
+``/proc/self/status``, reset to the current size just before the call) over the resident size
+just before the call. That counts every page the call touched at its high-water mark, i.e. the
+extra memory the computation needed on top of its inputs. It is coarse (page granularity,
+allocator caching included) but it is what a user running out of RAM would see. (Not
+``getrusage().ru_maxrss``: Linux carries it over from the parent across fork and exec, so a
+subprocess of a large benchmark process would start with the parent's peak.)
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,11 +34,13 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "CLOCKS",
     "Stats",
     "cpu_model",
     "interleaved_timings",
     "machine_info",
     "peak_cuda_bytes",
+    "peak_rss_bytes",
     "rss_bytes",
     "rss_rise_bytes",
     "run_json_subprocess",
@@ -82,13 +86,26 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds taken by one call of ``fn`` (synchronized before and after on a GPU)."""
+CLOCKS: dict[str, Callable[[], float]] = {
+    "wall": time.perf_counter,
+    # CPU seconds of the whole process (all threads): insensitive to time spent descheduled
+    # while other processes use the cores, but it counts threads that spin while waiting.
+    "cpu": time.process_time,
+}
+
+
+def time_call(fn: Callable[[], object], device: torch.device, clock: str = "wall") -> float:
+    """Seconds taken by one call of ``fn`` on ``clock`` (synchronized around it on a GPU)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and device.type != "cpu":
+        raise ValueError(f"the cpu clock cannot time work on {device}; use clock='wall'")
+    now = CLOCKS[clock]
     synchronize(device)
-    start = time.perf_counter()
+    start = now()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return now() - start
 
 
 def interleaved_timings(
@@ -96,6 +113,7 @@ def interleaved_timings(
     device: torch.device,
     rounds: int | Callable[[float], int],
     warmup: int = 1,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
     """Time each function in ``fns`` once per round, rotating their order every round.
 
@@ -107,7 +125,7 @@ def interleaved_timings(
     warm_total = 0.0
     for fn in fns.values():
         for _ in range(warmup):
-            elapsed = time_call(fn, device)
+            elapsed = time_call(fn, device, clock)
         warm_total += elapsed
     n_rounds = rounds(warm_total) if callable(rounds) else rounds
     if n_rounds < 1:
@@ -117,7 +135,7 @@ def interleaved_timings(
     for r in range(n_rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            samples[name].append(time_call(fns[name], device))
+            samples[name].append(time_call(fns[name], device, clock))
     return samples
 
 
@@ -138,16 +156,30 @@ def rss_bytes() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process's memory map in bytes (``VmHWM``, Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise OSError("no VmHWM line in /proc/self/status")
+
+
 def rss_rise_bytes(fn: Callable[[], object]) -> int:
     """Rise of the peak resident set size during ``fn`` over the resident size before it.
 
-    Meaningful in a fresh process only: ``ru_maxrss`` never goes down, so an earlier larger peak
-    would hide this one (the result is then 0 or too small).
+    The peak is first reset to the current size (``/proc/self/clear_refs``, Linux >= 4.0) where
+    allowed. Memory freed earlier but kept by the allocator can be reused without raising the
+    resident size, so run this in a fresh process for a faithful number.
     """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then the peak may include earlier peaks of this process
     before = rss_bytes()
     fn()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return max(0, peak - before)
+    return max(0, peak_rss_bytes() - before)
 
 
 def run_json_subprocess(

@@ -326,7 +326,8 @@ def test_benchmark_runs_and_writes_json_table_and_plot(bench, tmp_path: Path) ->
     budget = 2 * 40 * 40 * 4 / 2**30 * 0.9  # full-score paths fit at L=16, not at L=40
     argv = ["--lengths", "16,40", "--batch", "1", "--heads", "2", "--head-dim", "8",
             "--repeats", "2", "--min-repeats", "2", "--no-memory", "--out", str(tmp_path),
-            "--before-module", str(module), "--max-score-gib", str(budget)]  # fmt: skip
+            "--before-module", str(module), "--max-score-gib", str(budget), "--variants", "all",
+            "--clock", "cpu", "--threads", "1"]  # fmt: skip
     bench.main(argv)
     saved = json.loads((tmp_path / "causal_attention.json").read_text())
     assert saved["config"]["lengths"] == [16, 40]
@@ -340,6 +341,10 @@ def test_benchmark_runs_and_writes_json_table_and_plot(bench, tmp_path: Path) ->
     table = (tmp_path / "causal_attention.md").read_text()
     assert table.count("\n| 16 |") == 2 and "naive at L=40" in table
     assert (tmp_path / "causal_attention.png").stat().st_size > 0
+    assert saved["micro"] == []  # only with --micro
+    micro = bench.micro_benchmarks(torch.device("cpu"), n=1024, big=1 << 16)
+    assert [r["case"] for r in micro][:2] == ["exp(0)", "exp(-80)"] and len(micro) == 7
+    assert all(r["ms"]["median"] >= 0 and r["ms"]["n"] == 7 for r in micro)
 
 
 def test_benchmark_memory_probe_reports_bytes(bench, capsys) -> None:
@@ -347,5 +352,5 @@ def test_benchmark_memory_probe_reports_bytes(bench, capsys) -> None:
     result = bench.main(["--memory-probe", "scratch", "fwd+bwd", "32", "--batch", "1",
                          "--heads", "1", "--head-dim", "8", "--device", "cpu"])  # fmt: skip
     assert isinstance(result["bytes"], int) and result["bytes"] >= 0
-    assert "ru_maxrss" in result["method"]
+    assert "VmHWM" in result["method"]
     assert json.loads(capsys.readouterr().out.strip()) == result

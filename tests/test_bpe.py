@@ -182,6 +182,9 @@ def test_load_refuses_other_files(tmp_path):
     (tmp_path / "b.json").write_text('{"format": "scratchformer-bpe", "version": 99}')
     with pytest.raises(ValueError, match="version 99"):
         BPETokenizer.load(tmp_path / "b.json")
+    (tmp_path / "d.json").write_text('{"format": "scratchformer-bpe", "version": 1}')
+    with pytest.raises(ValueError, match="lacks the field"):
+        BPETokenizer.load(tmp_path / "d.json")
     (tmp_path / "c.json").write_text("not json")
     with pytest.raises(ValueError, match="not JSON"):
         BPETokenizer.load(tmp_path / "c.json")

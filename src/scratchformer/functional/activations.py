@@ -3,6 +3,11 @@
 GELU(x) = x·Φ(x), where Φ is the standard normal CDF: the expected value of x times a
 Bernoulli(Φ(x)) mask (see docs/derivations/gelu.md). Each activation comes with its derivative
 in closed form, so the gradient-flow analysis can read off where a unit's gradient is zero.
+
+`gelu` runs through `GeluFunction`, whose backward pass *is* that closed form: it saves the
+input and the gate (Φ(x), or σ(2u) for the tanh form) and multiplies the incoming gradient by
+Φ + xφ (resp. s + 2x·s(1−s)·u'), instead of letting autograd replay every operation of the
+forward formula (docs/derivations/gelu.md, §5; timings in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "ACTIVATIONS",
     "GELU_TANH_COEFF",
+    "GeluFunction",
     "activation_derivative",
     "gelu",
     "gelu_derivative",
@@ -31,6 +38,7 @@ GELU_TANH_COEFF = 0.044715
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_LOG2_E = 1.0 / math.log(2.0)
 _APPROXIMATIONS = ("none", "tanh")
 # Beyond |x| = 100 every GELU quantity equals its limit far below any float's resolution
 # (Φ(-100) ≈ 1e-2174), so clamping there is exact in floating point and avoids ∞·0 = NaN.
@@ -82,10 +90,60 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """
     _check_tensor(x)
     approximate = _check_approximate(approximate)
-    x = x.clamp_min(-_TAIL)  # GELU(x) rounds to −0 for x < −40 anyway; this fixes −∞·0
-    if approximate == "none":
-        return x * standard_normal_cdf(x)
-    return x * torch.sigmoid(2.0 * _tanh_arg(x))
+    return GeluFunction.apply(x, approximate)
+
+
+def _scalar(like: torch.Tensor, value: float) -> torch.Tensor:
+    """A 0-d tensor on ``like``'s device and dtype: lets ``addcmul`` add a constant in its pass."""
+    return torch.full((), value, dtype=like.dtype, device=like.device)
+
+
+class GeluFunction(torch.autograd.Function):
+    """GELU (``approximate`` "none" or "tanh") with the closed-form derivative as its backward.
+
+    Saves the input and the gate g(x) with GELU(x) = x·g(x): Φ(x) for the exact form,
+    s = σ(2u(x)) for the tanh form. The backward pass then needs one ``exp`` (exact form:
+    φ = e^(−x²/2)/√(2π)) or nothing transcendental (tanh form). Each direction allocates two
+    tensors and writes the rest in place. Not twice differentiable (it raises); differentiate
+    `gelu_derivative` for GELU''.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, approximate: str) -> torch.Tensor:
+        # GELU(x) rounds to −0 for x < −40 anyway; clamping at −100 fixes GELU(−∞) = −∞·0.
+        y = x.clamp_min(-_TAIL)
+        if approximate == "none":
+            gate = torch.mul(y, -_INV_SQRT_2).erfc_().mul_(0.5)  # Φ(x) = ½·erfc(−x/√2)
+        else:
+            # 2u = x·(2c + 2ca·x²) with c = √(2/π): the bracket in one addcmul pass.
+            c2 = 2.0 * _SQRT_2_OVER_PI
+            gate = torch.addcmul(_scalar(y, c2), y, y, value=c2 * GELU_TANH_COEFF)
+            gate.mul_(y).sigmoid_()  # s = σ(2u) = ½(1 + tanh u)
+        ctx.save_for_backward(x, gate)
+        ctx.approximate = approximate
+        return y.mul_(gate)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y: torch.Tensor):
+        x, gate = ctx.saved_tensors
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        # Beyond ±100, x·φ(x) and x·s(1−s) are exactly 0 in floating point; clamping avoids ∞·0.
+        x = x.clamp(-_TAIL, _TAIL)
+        if ctx.approximate == "none":
+            # GELU' = Φ + x·φ with φ(x) = e^(−x²/2)/√(2π), as 2^(−x²·log₂e/2): the same number,
+            # and PyTorch's CPU exp2 kernel is about 3× faster than its exp (docs/benchmarks.md).
+            slope = torch.addcmul(_scalar(x, 0.0), x, x, value=-0.5 * _LOG2_E).exp2_()
+            torch.addcmul(gate, x, slope, value=_INV_SQRT_2PI, out=slope)
+        else:
+            # GELU_tanh' = s + x·s(1−s)·2u'(x), with 2u' = 2c(1 + 3a·x²).
+            c2 = 2.0 * _SQRT_2_OVER_PI
+            slope = torch.addcmul(_scalar(x, c2), x, x, value=3.0 * c2 * GELU_TANH_COEFF)
+            slope.mul_(x)
+            s_one_minus_s = torch.addcmul(gate, gate, gate, value=-1.0, out=x)  # reuses x
+            slope.mul_(s_one_minus_s).add_(gate)
+        return slope.mul_(grad_y), None
 
 
 def gelu_derivative(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:

@@ -95,9 +95,8 @@ class LayerNormFunction(torch.autograd.Function):
     def forward(
         ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
     ) -> Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        centred = x - mean
-        var = centred.square().mean(dim=-1, keepdim=True)  # biased: divide by d, not d - 1
+        centred = x - x.mean(dim=-1, keepdim=True)
+        var = (centred * centred).mean(dim=-1, keepdim=True)  # biased: divide by d, not d - 1
         inv_std = var.add_(eps).rsqrt_()
         x_hat = centred.mul_(inv_std)
         if weight is not None and bias is not None:
@@ -116,17 +115,26 @@ class LayerNormFunction(torch.autograd.Function):
     def backward(ctx, grad_y: Tensor):
         x_hat, inv_std, weight = ctx.saved_tensors
         need_x, need_weight, need_bias, _ = ctx.needs_input_grad
+        d = x_hat.shape[-1]
         grad_x = grad_weight = grad_bias = None
+        # dy·x̂ serves twice: summed over rows it is dweight, and with g = dy·weight the row
+        # sums Σ g·x̂ are its rows dotted with weight (a matrix-vector product, no new matrix).
+        dy_x_hat = grad_y * x_hat if need_weight or need_x else None
         if need_weight:
-            grad_weight = _sum_rows(grad_y * x_hat)
+            grad_weight = _sum_rows(dy_x_hat)
         if need_bias:
             grad_bias = _sum_rows(grad_y)
         if need_x:
-            g = grad_y if weight is None else grad_y * weight  # dℓ/dx̂
-            # (g − mean(g) − x̂·mean(g·x̂)) / σ, accumulated in place in one buffer.
-            g_hat_mean = (g * x_hat).mean(dim=-1, keepdim=True)
-            grad_x = torch.addcmul(g - g.mean(dim=-1, keepdim=True), x_hat, g_hat_mean, value=-1)
-            grad_x.mul_(inv_std)
+            if weight is None:
+                mean_g = grad_y.mean(dim=-1, keepdim=True)
+                mean_g_x_hat = dy_x_hat.mean(dim=-1, keepdim=True)
+                g = grad_y - mean_g
+            else:
+                mean_g = (grad_y @ weight).unsqueeze_(-1).div_(d)
+                mean_g_x_hat = (dy_x_hat @ weight).unsqueeze_(-1).div_(d)
+                g = (grad_y * weight).sub_(mean_g)
+            # dx = (g − mean(g) − x̂·mean(g·x̂)) / σ, finished in place in g's buffer.
+            grad_x = g.addcmul_(x_hat, mean_g_x_hat, value=-1.0).mul_(inv_std)
         return grad_x, grad_weight, grad_bias, None
 
 

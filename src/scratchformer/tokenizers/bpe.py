@@ -325,6 +325,9 @@ class BPETokenizer:
                 f"unsupported {FORMAT_NAME} version {data.get('version')!r}; "
                 f"expected {FORMAT_VERSION}"
             )
+        missing = [k for k in ("pattern", "vocab", "merges") if k not in data]
+        if missing:
+            raise ValueError(f"{FORMAT_NAME} data lacks the field(s) {missing}")
         vocab = {int(i): bytes.fromhex(h) for i, h in data["vocab"].items()}
         merges = [(int(a), int(b)) for a, b in data["merges"]]
         return cls(vocab, merges, data.get("special_tokens", {}), data["pattern"])

@@ -6,6 +6,11 @@ bytes (control characters, space, ...) are shifted to U+0100 onwards in byte ord
 ``Ġ`` and newline ``Ċ``. Every token then is a printable string without spaces, which is why a
 merge can be written as the line ``"left right"``. Nothing here needs the ``tokenizers``
 package; the tests use it to check that it reads our files exactly as we do.
+
+One known difference: the pre-tokenization regex runs in the ``regex`` package here and in
+Oniguruma inside ``tokenizers``, whose Unicode tables can be of different versions. For code
+points assigned in only one of them (all unassigned in Python 3.11's Unicode 14 tables) the two
+may split, and so encode, differently; for every other string the ids are identical.
 """
 
 from __future__ import annotations
