@@ -232,6 +232,7 @@ def measure_memory(args: argparse.Namespace, name: str, mode: str, length: int) 
 def run_benchmark(args: argparse.Namespace) -> dict:
     """Time (and optionally measure the memory of) every selected variant at every length."""
     device = torch.device(args.device)
+    machine = machine_info(device)  # the load average at the start
     table = variants(args.before_module)
     names = ["sdpa", *[n for n in args.variants if n != "sdpa"]]
     if args.before_module is not None and "before" not in names:
@@ -280,7 +281,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     return {
         "benchmark": NAME,
         "command": " ".join(["python -m benchmarks.causal_attention", *sys.argv[1:]]),
-        "machine": machine_info(device),
+        "machine": machine,
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "config": {
             "batch": args.batch,
@@ -304,11 +305,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def micro_benchmarks(
     device: torch.device, clock: str = "wall", n: int = 1 << 20, big: int = 1 << 26
 ) -> list[dict]:
-    """Costs behind two design choices: ``exp`` by argument range, and fresh versus reused memory.
+    """Costs behind the design choices: ``exp`` by argument, fresh memory, per-op thread cost.
 
     ``exp`` of ``n`` float32 values, all equal to one argument: ordinary ones, ones whose result
-    is subnormal or zero, and −inf (what masked scores become). And writing ``big`` floats
-    (256 MiB) into a fresh tensor against writing them into one that already exists.
+    is subnormal or zero, and −inf (what masked scores become). Writing ``big`` floats (256 MiB)
+    into a fresh tensor against writing them into one that already exists. And (CPU) 100 small
+    in-place additions with one thread and with one per core: under load from other processes
+    every multi-threaded op waits for all its threads to be scheduled.
     """
     out = torch.empty(n, device=device)
     fns: dict[str, Callable[[], object]] = {}
@@ -320,6 +323,18 @@ def micro_benchmarks(
     mib = big * 4 // 2**20
     fns[f"fill {mib} MiB, reused"] = lambda: reused.fill_(1.0)
     fns[f"fill {mib} MiB, fresh"] = lambda: torch.empty(big, device=device).fill_(1.0)
+    if device.type == "cpu":  # what one small op costs with 1 and with all threads, now
+        x = torch.zeros(n)
+
+        def adds(threads: int) -> None:
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            for _ in range(100):
+                x.add_(1.0)
+            torch.set_num_threads(before)
+
+        for threads in sorted({1, os.cpu_count() or 1}):
+            fns[f"100 × add_ on {n} floats, {threads} thread(s)"] = lambda t=threads: adds(t)
     samples = interleaved_timings(fns, device, rounds=7, clock=clock)
     return [
         {"case": k, "ms": summarize([t * 1e3 for t in v]).as_dict()} for k, v in samples.items()

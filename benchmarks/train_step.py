@@ -2,31 +2,34 @@
 
 One training step = forward with loss, ``zero_grad``, backward, AdamW step, in float32 at
 nanoGPT's CPU "baby" shape (4 layers, 4 heads, width 128, context 64, batch 12, vocabulary 65,
-dropout 0). All contenders get the same architecture (GPT-2: biases everywhere, tied
-embeddings, exact GELU for ours and nanoGPT; HF's GPT-2 has its tanh "gelu_new"), the same
-random batches in the same order, and the same optimizer: ``torch.optim.AdamW`` with lr 1e-3,
-weight decay 0.1 on matrices only (`scratchformer.training.optim.param_groups`, the same rule
-for every model), betas (0.9, 0.95), and the same implementation (``--optimizer``; default
-"fused", what `build_adamw` picks on the CPU; nanoGPT's own ``configure_optimizers`` would use
-the for-loop one on the CPU, which ``--optimizer forloop`` reproduces for everyone).
+dropout 0). Every contender has GPT-2's architecture (biases everywhere, tied embeddings,
+pre-LN) and gets the same random batches in the same order and the same optimizer:
+``torch.optim.AdamW`` with lr 1e-3, betas (0.9, 0.95), weight decay 0.1 on matrices only
+(`scratchformer.training.optim.param_groups`, one rule for every model), and one
+implementation for all (``--optimizer``; default "fused", what `build_adamw` picks on the CPU.
+nanoGPT's own ``configure_optimizers`` uses fused only on CUDA; ``--optimizer forloop`` gives
+everyone its CPU choice). The activation differs by design: nanoGPT uses the exact GELU, HF's
+GPT-2 the tanh form ("gelu_new"). Ours runs with the exact one by default (``--activations``),
+so that it does the same arithmetic as nanoGPT, and can add rows with the tanh form.
 
 The contenders are timed *interleaved* (`benchmarks.common.interleaved_timings`): each round
 runs one step of every model, in an order that rotates from round to round, so load from other
 processes hits all of them alike. We report the median and the interquartile range of the step
 time, and each model's ratio to nanoGPT as the median of the per-round ratios (paired, so a
-burst of load that slows a whole round cancels).
+burst of load that slows one whole round cancels).
 
 nanoGPT's code is not part of this repository: pass its ``model.py`` (or a checkout directory)
 with ``--nanogpt``; without it nanoGPT is skipped. Hugging Face is skipped when
 ``transformers`` is not installed. Run from the repository root::
 
-    python -m benchmarks.train_step --nanogpt ~/src/nanoGPT              # 400 rounds
-    python -m benchmarks.train_step --nanogpt ~/src/nanoGPT --rounds 50  # a quick look
-    python -m benchmarks.train_step --components                         # kernels only
+    python -m benchmarks.train_step --nanogpt ~/src/nanoGPT               # 400 rounds
+    python -m benchmarks.train_step --nanogpt ~/src/nanoGPT --ablation    # before/after rows
+    python -m benchmarks.train_step --components                          # kernels alone
 
-``--components`` times our hand-written kernels (LayerNorm, GELU, the affine map) forward +
-backward at the shapes of this model against the plain autograd formula they replace and
-PyTorch's built-in, to show what each contributes.
+``--ablation`` times our GPT with its fast kernels put back, one at a time, to the textbook
+formulas differentiated by autograd (what the library did before), next to nanoGPT.
+``--components`` times each kernel forward + backward alone at this model's shapes: the
+textbook formula, our derived-backward version and PyTorch's fused built-in.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -48,13 +52,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.common import interleaved_timings, machine_info, summarize
+from scratchformer.functional import activations, normalization
 from scratchformer.models.gpt import GPT, GPTConfig
+from scratchformer.nn.feedforward import FeedForward
+from scratchformer.nn.norm import LayerNorm
 from scratchformer.training.optim import param_groups
 
 NAME = "train_step"
 OPTIMIZERS = ("fused", "foreach", "forloop")
 LR, WEIGHT_DECAY, BETAS = 1e-3, 0.1, (0.9, 0.95)
 REFERENCE = "nanogpt"
+FAST_KERNELS = ("layer_norm", "gelu", "addmm")
+"""What `--ablation` switches back to the textbook version, cumulatively, in this order."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +91,63 @@ class Contender:
     notes: str
 
 
-# --- the contenders ------------------------------------------------------------------------------
+# --- the textbook kernels our fast ones replaced ("before") ---------------------------------------
 
 
-def build_ours(shape: Shape, backend: str, activation: str = "gelu") -> Contender:
-    """scratchformer's GPT with attention ``backend`` ("scratch" or "sdpa")."""
+def textbook_layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+    """LayerNorm as its formula, differentiated by autograd."""
+    centred = x - x.mean(dim=-1, keepdim=True)
+    y = centred * torch.rsqrt(centred.square().mean(dim=-1, keepdim=True) + eps) * weight
+    return y if bias is None else y + bias
+
+
+def textbook_gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU x·Φ(x) (Φ from erfc) or x·σ(2u) (tanh form), differentiated by autograd."""
+    x = x.clamp_min(-100.0)
+    if approximate == "none":
+        return x * (0.5 * torch.erfc(-x * (1.0 / math.sqrt(2.0))))
+    u = math.sqrt(2.0 / math.pi) * (x + activations.GELU_TANH_COEFF * x * x * x)
+    return x * torch.sigmoid(2.0 * u)
+
+
+def _textbook_ffn(ffn: FeedForward) -> Callable[[Tensor], Tensor]:
+    """The FFN with ``x @ w + b`` as a product and a separate add (no ``addmm``)."""
+
+    def forward(x: Tensor) -> Tensor:
+        h = ffn.act(x @ ffn.w1 + ffn.b1)
+        return h @ ffn.w2 + ffn.b2
+
+    return forward
+
+
+def _textbook_norm(norm: LayerNorm) -> Callable[[Tensor], Tensor]:
+    """``norm``'s forward through `textbook_layer_norm`."""
+    return lambda x: textbook_layer_norm(x, norm.weight, norm.bias, norm.eps)
+
+
+def use_textbook(model: nn.Module, kernels: tuple[str, ...]) -> None:
+    """Put the named fast kernels of ``model`` (see `FAST_KERNELS`) back to the textbook ones."""
+    unknown = set(kernels) - set(FAST_KERNELS)
+    if unknown:
+        raise ValueError(f"kernels must be among {FAST_KERNELS}, got {sorted(unknown)}")
+    for module in model.modules():
+        if isinstance(module, LayerNorm) and "layer_norm" in kernels:
+            module.forward = _textbook_norm(module)
+        if isinstance(module, FeedForward):
+            if "gelu" in kernels and module.activation in ("gelu", "gelu_tanh"):
+                approximate = "none" if module.activation == "gelu" else "tanh"
+                module.act = lambda x, a=approximate: textbook_gelu(x, a)
+            if "addmm" in kernels:
+                module.forward = _textbook_ffn(module)
+
+
+# --- the contenders -------------------------------------------------------------------------------
+
+
+def build_ours(
+    shape: Shape, backend: str, activation: str = "gelu", textbook: tuple[str, ...] = ()
+) -> Contender:
+    """scratchformer's GPT with attention ``backend``; ``textbook`` kernels put back (ablation)."""
     config = GPTConfig(
         vocab_size=shape.vocab_size,
         context_len=shape.context_len,
@@ -100,12 +161,12 @@ def build_ours(shape: Shape, backend: str, activation: str = "gelu") -> Contende
         activation=activation,
     )
     model = GPT(config)
-    return Contender(
-        f"ours-{backend}",
-        model,
-        lambda x, y: model(x, y)[1],
-        f"scratchformer GPT, activation={activation!r}, attention backend {backend!r}",
-    )
+    use_textbook(model, textbook)
+    name = f"ours-{backend}" + ("" if activation == "gelu" else f" ({activation})")
+    if textbook:
+        name += " textbook " + "+".join(textbook)
+    notes = f"scratchformer GPT, activation={activation!r}, attention backend {backend!r}"
+    return Contender(name, model, lambda x, y: model(x, y)[1], notes)
 
 
 def load_nanogpt(path: Path) -> ModuleType:
@@ -138,7 +199,8 @@ def build_nanogpt(module: ModuleType, shape: Shape) -> Contender:
     )
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter count
         model = module.GPT(config)
-    return Contender(REFERENCE, model, lambda x, y: model(x, y)[1], "nanoGPT model.py, bias=True")
+    notes = "nanoGPT model.py, bias=True, exact GELU (nn.GELU)"
+    return Contender(REFERENCE, model, lambda x, y: model(x, y)[1], notes)
 
 
 def build_hf(shape: Shape) -> Contender | None:
@@ -157,19 +219,22 @@ def build_hf(shape: Shape) -> Contender | None:
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         use_cache=False,  # training: no key/value cache to build
+        bos_token_id=None,  # GPT-2's 50256 is outside this 65-token vocabulary
+        eos_token_id=None,
     )
     model = GPT2LMHeadModel(config)
 
     def loss(x: Tensor, y: Tensor) -> Tensor:
-        # Our targets are already shifted; HF's ``labels=`` would shift them again.
+        # Our targets are already shifted; HF's ``labels=`` would shift them once more.
         logits = model(input_ids=x).logits
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), y.view(-1))
 
     impl = getattr(model.config, "_attn_implementation", "?")
-    return Contender("hf", model, loss, f"transformers GPT2LMHeadModel, attention {impl!r}")
+    notes = f"transformers GPT2LMHeadModel, attention {impl!r}, GELU tanh form (gelu_new)"
+    return Contender("hf", model, loss, notes)
 
 
-# --- one training step -----------------------------------------------------------------------------
+# --- one training step ----------------------------------------------------------------------------
 
 
 def make_batches(
@@ -196,12 +261,14 @@ def make_optimizer(model: nn.Module, kind: str) -> torch.optim.AdamW:
 
 def train_step(
     contender: Contender, batches: list[tuple[Tensor, Tensor]], optimizer: torch.optim.Optimizer
-) -> Callable[[], float]:
+) -> Callable[[], Tensor]:
     """A closure doing one training step on the next batch (cycling); returns the loss."""
-    counter = iter(range(sys.maxsize))
+    position = 0
 
-    def step() -> float:
-        x, y = batches[next(counter) % len(batches)]
+    def step() -> Tensor:
+        nonlocal position
+        x, y = batches[position % len(batches)]
+        position += 1
         loss = contender.loss(x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -211,7 +278,7 @@ def train_step(
     return step
 
 
-# --- the benchmark ---------------------------------------------------------------------------------
+# --- the benchmark --------------------------------------------------------------------------------
 
 
 def build_contenders(args: argparse.Namespace, shape: Shape) -> tuple[list[Contender], list[str]]:
@@ -221,14 +288,19 @@ def build_contenders(args: argparse.Namespace, shape: Shape) -> tuple[list[Conte
         skipped.append("nanogpt: skipped (pass --nanogpt PATH to nanoGPT's model.py)")
     else:
         contenders.append(build_nanogpt(load_nanogpt(args.nanogpt), shape))
+    if args.ablation:
+        for k in range(len(FAST_KERNELS), -1, -1):  # all textbook, ..., none (the library)
+            contenders.append(build_ours(shape, "sdpa", "gelu", FAST_KERNELS[:k]))
+        return contenders, skipped
     if args.hf:
         hf = build_hf(shape)
         if hf is None:
             skipped.append("hf: skipped (transformers is not installed)")
         else:
             contenders.append(hf)
-    for backend in ("sdpa", "scratch"):
-        contenders.append(build_ours(shape, backend, args.activation))
+    for activation in args.activations:
+        for backend in ("sdpa", "scratch"):
+            contenders.append(build_ours(shape, backend, activation))
     return contenders, skipped
 
 
@@ -244,7 +316,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     for c in contenders:
         c.model.to(device).train()
         steps[c.name] = train_step(c, batches, make_optimizer(c.model, args.optimizer))
-        first_loss[c.name] = float(steps[c.name]())  # also a warm-up step
+        first_loss[c.name] = float(steps[c.name]())  # ≈ ln(65) = 4.17 for every model
     load_before = machine_info(device)["load_average_1_5_15"]
     samples = interleaved_timings(steps, device, args.rounds, warmup=args.warmup)
     info = machine_info(device)
@@ -252,23 +324,25 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     rows = []
     for c in contenders:
         times = samples[c.name]
+        stats = summarize(times)
         row = {
             "name": c.name,
             "notes": c.notes,
             "parameters": sum(p.numel() for p in c.model.parameters()),
             "first_loss": round(first_loss[c.name], 4),
-            "ms": {k: v * 1e3 if k != "n" else v for k, v in summarize(times).as_dict().items()},
+            "ms": {k: v * 1e3 for k, v in stats.as_dict().items() if k != "n"} | {"n": stats.n},
         }
         if REFERENCE in samples:
-            ratios = [t / r for t, r in zip(times, samples[REFERENCE], strict=True)]
+            paired = summarize([t / r for t, r in zip(times, samples[REFERENCE], strict=True)])
             row["ratio_to_nanogpt"] = {
-                "paired_median": statistics.median(ratios),
-                "of_medians": statistics.median(times) / statistics.median(samples[REFERENCE]),
-                **{k: summarize(ratios).as_dict()[k] for k in ("q1", "q3")},
+                "paired_median": paired.median,
+                "q1": paired.q1,
+                "q3": paired.q3,
+                "of_medians": stats.median / statistics.median(samples[REFERENCE]),
             }
         rows.append(row)
     return {
-        "benchmark": NAME,
+        "benchmark": NAME + (".ablation" if args.ablation else ""),
         "command": "python -m benchmarks.train_step " + " ".join(args.argv),
         "shape": asdict(shape),
         "optimizer": {
@@ -276,7 +350,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             "lr": LR,
             "weight_decay": WEIGHT_DECAY,
             "betas": list(BETAS),
-        },  # fmt: skip
+        },
         "rounds": args.rounds,
         "warmup": args.warmup,
         "machine": info,
@@ -288,17 +362,16 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 def markdown_table(report: dict) -> str:
     """The results as a Markdown table (ms per step, and ratios to nanoGPT when it ran)."""
     lines = [
-        "| model | ms/step median | IQR (ms) | × nanoGPT (paired median) | its IQR | params |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | ms/step median | IQR (ms) | × nanoGPT (paired median) | its IQR |",
+        "|---|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        ms = r["ms"]
-        ratio = r.get("ratio_to_nanogpt")
+        ms, ratio = r["ms"], r.get("ratio_to_nanogpt")
         paired = f"{ratio['paired_median']:.3f}" if ratio else "–"
         spread = f"{ratio['q1']:.3f}–{ratio['q3']:.3f}" if ratio else "–"
         lines.append(
             f"| {r['name']} | {ms['median']:.2f} | {ms['q1']:.2f}–{ms['q3']:.2f} "
-            f"({ms['iqr']:.2f}) | {paired} | {spread} | {r['parameters']:,} |"
+            f"({ms['iqr']:.2f}) | {paired} | {spread} |"
         )
     m = report["machine"]
     lines += [
@@ -312,25 +385,11 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-# --- kernels on their own ------------------------------------------------------------------------
-
-
-def plain_layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
-    """LayerNorm as its textbook formula, differentiated by autograd (the "before")."""
-    centred = x - x.mean(dim=-1, keepdim=True)
-    var = centred.square().mean(dim=-1, keepdim=True)
-    return centred * torch.rsqrt(var + eps) * weight + bias
-
-
-def plain_gelu(x: Tensor) -> Tensor:
-    """Exact GELU x·Φ(x) with Φ from erfc, differentiated by autograd (the "before")."""
-    return x * (0.5 * torch.erfc(-x * 0.7071067811865476))
+# --- kernels on their own -------------------------------------------------------------------------
 
 
 def component_variants(shape: Shape) -> dict[str, dict[str, Callable[[Tensor], Tensor]]]:
-    """For each kernel: {variant name: function of x}, where x has the shape the GPT feeds it."""
-    from scratchformer.functional import activations, normalization
-
+    """For each kernel: {variant: function of x}; x gets the shape the GPT feeds that kernel."""
     d, h = shape.d_model, 4 * shape.d_model
     w = torch.ones(d, requires_grad=True)
     b = torch.zeros(d, requires_grad=True)
@@ -338,61 +397,92 @@ def component_variants(shape: Shape) -> dict[str, dict[str, Callable[[Tensor], T
     b1 = torch.zeros(h, requires_grad=True)
     return {
         "layer_norm": {
-            "torch": lambda x: F.layer_norm(x, (d,), w, b, 1e-5),
-            "autograd formula": lambda x: plain_layer_norm(x, w, b),
-            "scratchformer": lambda x: normalization.layer_norm(x, w, b, 1e-5),
+            "textbook (autograd)": lambda x: textbook_layer_norm(x, w, b, 1e-5),
+            "LayerNormFunction": lambda x: normalization.layer_norm(x, w, b, 1e-5),
+            "torch F.layer_norm": lambda x: F.layer_norm(x, (d,), w, b, 1e-5),
         },
         "gelu": {
-            "torch": F.gelu,
-            "autograd formula": plain_gelu,
-            "scratchformer": activations.gelu,
+            "textbook (autograd)": textbook_gelu,
+            "GeluFunction": activations.gelu,
+            "torch F.gelu": F.gelu,
         },
-        "affine x@w+b": {
-            "matmul + add": lambda x: x @ w1 + b1,
+        "gelu_tanh": {
+            "textbook (autograd)": lambda x: textbook_gelu(x, "tanh"),
+            "GeluFunction": lambda x: activations.gelu(x, "tanh"),
+            "torch F.gelu": lambda x: F.gelu(x, approximate="tanh"),
+        },
+        "x @ w1 + b1": {
+            "matmul, add": lambda x: x @ w1 + b1,
             "addmm": lambda x: torch.addmm(b1, x.view(-1, d), w1).view(*x.shape[:-1], h),
-            "F.linear": lambda x: F.linear(x, w1.T, b1),
         },
     }
+
+
+def _input_size(kernel: str, shape: Shape) -> int:
+    """The width of the tensor each kernel receives inside the GPT."""
+    return 4 * shape.d_model if kernel.startswith("gelu") else shape.d_model
+
+
+def _fwd_bwd(fn: Callable[[Tensor], Tensor], x: Tensor, grad: Tensor) -> Callable[[], None]:
+    """A call running ``fn(x)`` forward and backward with upstream gradient ``grad``."""
+    return lambda: fn(x).backward(grad)
 
 
 def run_components(args: argparse.Namespace) -> dict:
     """Forward + backward time of each kernel variant at this model's shapes, interleaved."""
     torch.manual_seed(args.seed)
-    shape = Shape()
-    tokens = shape.batch_size * shape.context_len
-    inputs = {"layer_norm": shape.d_model, "gelu": 4 * shape.d_model,
-              "affine x@w+b": shape.d_model}  # fmt: skip
-    report = {"benchmark": f"{NAME}.components", "machine": machine_info(torch.device("cpu")),
-              "results": []}  # fmt: skip
+    shape, device = Shape(), torch.device("cpu")
+    report = {"benchmark": f"{NAME}.components", "command": "python -m benchmarks.train_step "
+              + " ".join(args.argv), "machine": machine_info(device), "results": []}  # fmt: skip
     for kernel, fns in component_variants(shape).items():
-        x = torch.randn(shape.batch_size, shape.context_len, inputs[kernel], requires_grad=True)
-        grad = torch.randn_like(fns[next(iter(fns))](x))
-
-        def fwd_bwd(fn: Callable[[Tensor], Tensor], x: Tensor = x, grad: Tensor = grad) -> None:
-            fn(x).backward(grad)
-
-        calls = {name: (lambda fn=fn: fwd_bwd(fn)) for name, fn in fns.items()}
-        samples = interleaved_timings(calls, torch.device("cpu"), args.rounds * 5, warmup=5)
+        x = torch.randn(shape.batch_size, shape.context_len, _input_size(kernel, shape))
+        x.requires_grad_()
+        grad = torch.randn_like(next(iter(fns.values()))(x))
+        calls = {name: _fwd_bwd(fn, x, grad) for name, fn in fns.items()}
+        samples = interleaved_timings(calls, device, args.rounds, warmup=5)
         for name, times in samples.items():
-            stats = summarize(times)
-            report["results"].append({
-                "kernel": kernel, "variant": name, "tokens": tokens,
-                "us": {"median": stats.median * 1e6, "q1": stats.q1 * 1e6, "q3": stats.q3 * 1e6},
-            })  # fmt: skip
+            s = summarize(times)
+            report["results"].append({"kernel": kernel, "variant": name,
+                                      "us": {"median": s.median * 1e6, "q1": s.q1 * 1e6,
+                                             "q3": s.q3 * 1e6}})  # fmt: skip
+    elementwise = {"exp": torch.exp, "exp2": torch.exp2, "erfc": torch.erfc, "erf": torch.erf,
+                   "sigmoid": torch.sigmoid}  # fmt: skip
+    z = -torch.rand(shape.batch_size, shape.context_len, 4 * shape.d_model) * 8
+    samples = interleaved_timings({k: (lambda f=f: f(z)) for k, f in elementwise.items()},
+                                  device, args.rounds, warmup=5)  # fmt: skip
+    for name, times in samples.items():
+        s = summarize(times)
+        report["results"].append({"kernel": "one op, forward only", "variant": f"torch.{name}",
+                                  "us": {"median": s.median * 1e6, "q1": s.q1 * 1e6,
+                                         "q3": s.q3 * 1e6}})  # fmt: skip
     return report
 
 
 def components_table(report: dict) -> str:
     """The kernel timings as a Markdown table."""
-    lines = ["| kernel (fwd + bwd) | variant | µs median | IQR (µs) |", "|---|---|---:|---:|"]
+    lines = ["| kernel (forward + backward) | variant | µs median | IQR (µs) |",
+             "|---|---|---:|---:|"]  # fmt: skip
     for r in report["results"]:
         us = r["us"]
         lines.append(f"| {r['kernel']} | {r['variant']} | {us['median']:.0f} | "
                      f"{us['q1']:.0f}–{us['q3']:.0f} |")  # fmt: skip
+    m = report["machine"]
+    lines += ["", f"{m['cpu']}, {m['torch_threads']} torch threads, load average "
+              f"{m['load_average_1_5_15']}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
-# --- command line ----------------------------------------------------------------------------------
+# --- command line ---------------------------------------------------------------------------------
+
+
+def _activations(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    bad = [n for n in names if n not in activations.ACTIVATIONS]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"activations must be among {sorted(activations.ACTIVATIONS)}, got {bad}"
+        )
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -400,14 +490,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nanogpt", type=Path, help="nanoGPT's model.py, or a directory holding it")
     p.add_argument("--no-hf", dest="hf", action="store_false", help="leave out Hugging Face")
+    p.add_argument(
+        "--activations",
+        type=_activations,
+        default=("gelu",),
+        help="our GPT's activations, comma-separated (one pair of rows each)",
+    )
     p.add_argument("--rounds", type=int, default=400, help="timed interleaved rounds")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
     p.add_argument("--batches", type=int, default=8, help="random batches, cycled through")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="fused")
-    p.add_argument("--activation", default="gelu", help="our GPT's activation (nanoGPT: gelu)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ablation", action="store_true", help="our GPT with kernels put back")
     p.add_argument("--components", action="store_true", help="time the kernels on their own")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = p.parse_args(argv)
@@ -426,7 +522,8 @@ def main(argv: list[str] | None = None) -> dict:
         report, name = run_components(args), f"{NAME}_components"
         table = components_table(report)
     else:
-        report, name = run_benchmark(args), NAME
+        report = run_benchmark(args)
+        name = NAME + ("_ablation" if args.ablation else "")
         table = markdown_table(report)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -9,4 +9,5 @@ from scratchformer.experiments import (  # noqa: F401  isort: skip
     gpt_arithmetic,
     positional,
     positional_ablation,
+    shakespeare,
 )

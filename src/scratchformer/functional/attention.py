@@ -187,10 +187,10 @@ def _exp_floor(dtype: torch.dtype) -> float | None:
     """Lower bound for exponents: log(e · smallest normal number), or None for narrow dtypes.
 
     ``exp`` of an argument whose result would be subnormal or zero (below about −87.3 in
-    float32, −708.4 in float64) takes a slow path in PyTorch's CPU kernels, 10–70× slower per
-    element, and −inf about 8×. Raising such arguments to this floor changes a weight of less
-    than 3·10⁻³⁸ (float32) into 3·10⁻³⁸, invisible next to a row sum of at least 1. Float16
-    (smallest normal 6·10⁻⁵) would be changed visibly, so it gets no floor.
+    float32, −708.4 in float64) takes a slow path in PyTorch's CPU kernels, 25–70× slower per
+    element (torch 2.13), and −inf about 8×. Raising such arguments to this floor changes a
+    weight of less than 3·10⁻³⁸ (float32) into 3·10⁻³⁸, invisible next to a row sum of at least
+    1. Float16 (smallest normal 6·10⁻⁵) would be changed visibly, so it gets no floor.
     """
     tiny = torch.finfo(dtype).tiny
     return math.log(tiny) + 1.0 if tiny < 1e-30 else None

@@ -92,11 +92,11 @@ class LayerNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(
-        ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
-    ) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
         centred = x - x.mean(dim=-1, keepdim=True)
-        var = (centred * centred).mean(dim=-1, keepdim=True)  # biased: divide by d, not d - 1
+        # The biased variance |x − mean|²/d (d, not d − 1), from one reduction over the rows
+        # that needs no d-wide temporary for the squares.
+        var = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).square_().div_(x.shape[-1])
         inv_std = var.add_(eps).rsqrt_()
         x_hat = centred.mul_(inv_std)
         if weight is not None and bias is not None:
