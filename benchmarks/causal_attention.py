@@ -233,6 +233,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     """Time (and optionally measure the memory of) every selected variant at every length."""
     device = torch.device(args.device)
     machine = machine_info(device)  # the load average at the start
+    # Micro-benchmarks first, while the process is fresh: how much a fresh allocation costs
+    # depends on the allocator's history (seen from ~10× down to ~1× late in a long run).
+    micro = micro_benchmarks(device, args.clock) if args.micro else []
     table = variants(args.before_module)
     names = ["sdpa", *[n for n in args.variants if n != "sdpa"]]
     if args.before_module is not None and "before" not in names:
@@ -298,7 +301,7 @@ def run_benchmark(args: argparse.Namespace) -> dict:
         },
         "variant_docs": {n: table[n].doc for n in names},
         "results": results,
-        "micro": micro_benchmarks(device, args.clock) if args.micro else [],
+        "micro": micro,
     }
 
 
@@ -356,8 +359,12 @@ def _ms(entry: dict | None) -> str:
     return "—" if entry is None else f"{entry['ms']['median']:.1f}"
 
 
-def _ratio(entry: dict | None) -> str:
-    return "—" if entry is None else f"{entry['ratio_to_sdpa']['median']:.2f}×"
+def _ratio(entry: dict | None, spread: bool = False) -> str:
+    if entry is None:
+        return "—"
+    r = entry["ratio_to_sdpa"]
+    text = f"{r['median']:.2f}×"
+    return f"{text} ({r['q1']:.2f}–{r['q3']:.2f})" if spread and r["n"] > 1 else text
 
 
 def _mib(entry: dict | None) -> str:
@@ -375,7 +382,8 @@ def markdown_tables(report: dict) -> str:
         f"threads), torch {m['torch']}, device {m['device']}; load average (1/5/15 min) "
         f"{m['load_average_1_5_15']} at the start, {report.get('load_average_at_end')} at the "
         f"end. Times: median ms of {report['config'].get('clock', 'wall')}-clock time over "
-        "interleaved rounds. Ratios: median of the per-round ratios to sdpa.",
+        "interleaved rounds. Ratios: median of the per-round ratios to sdpa (in parentheses: "
+        "their quartiles).",
         "",
         "| L | fwd sdpa | fwd before | fwd scratch | before / sdpa | **scratch / sdpa** "
         "| fwd+bwd sdpa | fwd+bwd before | fwd+bwd scratch | before / sdpa | **scratch / sdpa** |",
@@ -385,7 +393,7 @@ def markdown_tables(report: dict) -> str:
         cells = [str(L)]
         for mode in MODES:
             s, b, ours = (_lookup(report, n, mode, L) for n in ("sdpa", "before", "scratch"))
-            cells += [_ms(s), _ms(b), _ms(ours), _ratio(b), f"**{_ratio(ours)}**"]
+            cells += [_ms(s), _ms(b), _ms(ours), _ratio(b), f"**{_ratio(ours, spread=True)}**"]
         lines.append("| " + " | ".join(cells) + " |")
     others = [n for n in names if n not in ("sdpa", "scratch", "before")]
     if others:
@@ -503,6 +511,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--micro", action="store_true", help="also time exp ranges and fresh memory")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
+    p.add_argument("--render", type=Path, help="only redraw the table and plot of this JSON")
     p.add_argument("--memory-probe", nargs=3, metavar=("VARIANT", "MODE", "L"), help="internal")
     args = p.parse_args(argv)
     if args.threads is not None:
@@ -527,9 +536,12 @@ def main(argv: list[str] | None = None) -> dict:
         result = memory_probe(args)
         print(json.dumps(result))
         return result
-    report = run_benchmark(args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{NAME}.json").write_text(json.dumps(report, indent=1) + "\n")
+    if args.render:
+        report = json.loads(args.render.read_text())
+    else:
+        report = run_benchmark(args)
+        (args.out / f"{NAME}.json").write_text(json.dumps(report, indent=1) + "\n")
     (args.out / f"{NAME}.md").write_text(markdown_tables(report))
     plot(report, args.out / f"{NAME}.png")
     print(markdown_tables(report))

@@ -14,9 +14,11 @@ so that it does the same arithmetic as nanoGPT, and can add rows with the tanh f
 
 The contenders are timed *interleaved* (`benchmarks.common.interleaved_timings`): each round
 runs one step of every model, in an order that rotates from round to round, so load from other
-processes hits all of them alike. We report the median and the interquartile range of the step
-time, and each model's ratio to nanoGPT as the median of the per-round ratios (paired, so a
-burst of load that slows one whole round cancels).
+processes hits all of them alike. Every step is measured on two clocks: wall time, and the
+process's CPU time (user + system, so page faults count), which on a shared machine leaves out
+the time spent waiting for a core (use ``--threads 1`` for it to mean much). We report the
+median and the interquartile range of the step time, and each model's ratio to nanoGPT as the
+median of the per-round ratios (paired, so a burst of load that slows one whole round cancels).
 
 nanoGPT's code is not part of this repository: pass its ``model.py`` (or a checkout directory)
 with ``--nanogpt``; without it nanoGPT is skipped. Hugging Face is skipped when
@@ -42,6 +44,7 @@ import json
 import math
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -304,42 +307,70 @@ def build_contenders(args: argparse.Namespace, shape: Shape) -> tuple[list[Conte
     return contenders, skipped
 
 
+def _with_cpu_clock(fn: Callable[[], object], cpu_times: list[float]) -> Callable[[], object]:
+    """``fn``, also appending the CPU time each call takes (all threads, user + system)."""
+
+    def call() -> object:
+        start = time.process_time()
+        out = fn()
+        cpu_times.append(time.process_time() - start)
+        return out
+
+    return call
+
+
+def _summary(times: list[float], reference: list[float] | None) -> dict:
+    """Median and quartiles in ms, and the paired per-round ratios to ``reference``."""
+    stats = summarize(times)
+    out: dict = {"ms": {k: v * 1e3 for k, v in stats.as_dict().items() if k != "n"}}
+    out["ms"]["n"] = stats.n
+    if reference is not None:
+        paired = summarize([t / r for t, r in zip(times, reference, strict=True)])
+        out["ratio_to_nanogpt"] = {
+            "paired_median": paired.median,
+            "q1": paired.q1,
+            "q3": paired.q3,
+            "of_medians": stats.median / statistics.median(reference),
+        }
+    return out
+
+
 def run_benchmark(args: argparse.Namespace) -> dict:
-    """Time every contender's training step, interleaved; returns the report."""
+    """Time every contender's training step, interleaved; returns the report.
+
+    Each step is measured on two clocks at once: wall time, and the process's CPU time (user +
+    system, so page faults count). With one torch thread the CPU time leaves out the time the
+    process waits for a core, which makes it the steadier number on a shared machine.
+    """
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     shape = Shape()
     contenders, skipped = build_contenders(args, shape)
     batches = make_batches(shape, args.batches, args.seed, device)
     steps: dict[str, Callable[[], object]] = {}
+    cpu: dict[str, list[float]] = {}
     first_loss: dict[str, float] = {}
     for c in contenders:
         c.model.to(device).train()
-        steps[c.name] = train_step(c, batches, make_optimizer(c.model, args.optimizer))
-        first_loss[c.name] = float(steps[c.name]())  # ≈ ln(65) = 4.17 for every model
+        step = train_step(c, batches, make_optimizer(c.model, args.optimizer))
+        first_loss[c.name] = float(step())  # ≈ ln(65) = 4.17 for every model; also a warm-up
+        cpu[c.name] = []
+        steps[c.name] = _with_cpu_clock(step, cpu[c.name])
     load_before = machine_info(device)["load_average_1_5_15"]
-    samples = interleaved_timings(steps, device, args.rounds, warmup=args.warmup)
+    wall = interleaved_timings(steps, device, args.rounds, warmup=args.warmup)
+    cpu = {name: times[args.warmup :] for name, times in cpu.items()}  # drop the warm-up calls
     info = machine_info(device)
     info["load_average_before"] = load_before
     rows = []
     for c in contenders:
-        times = samples[c.name]
-        stats = summarize(times)
         row = {
             "name": c.name,
             "notes": c.notes,
             "parameters": sum(p.numel() for p in c.model.parameters()),
             "first_loss": round(first_loss[c.name], 4),
-            "ms": {k: v * 1e3 for k, v in stats.as_dict().items() if k != "n"} | {"n": stats.n},
+            "wall": _summary(wall[c.name], wall.get(REFERENCE)),
+            "cpu": _summary(cpu[c.name], cpu.get(REFERENCE)),
         }
-        if REFERENCE in samples:
-            paired = summarize([t / r for t, r in zip(times, samples[REFERENCE], strict=True)])
-            row["ratio_to_nanogpt"] = {
-                "paired_median": paired.median,
-                "q1": paired.q1,
-                "q3": paired.q3,
-                "of_medians": stats.median / statistics.median(samples[REFERENCE]),
-            }
         rows.append(row)
     return {
         "benchmark": NAME + (".ablation" if args.ablation else ""),
@@ -359,27 +390,30 @@ def run_benchmark(args: argparse.Namespace) -> dict:
     }
 
 
+def _cells(summary: dict) -> str:
+    """``median | q1–q3 | paired ratio | its IQR`` for one clock."""
+    ms, ratio = summary["ms"], summary.get("ratio_to_nanogpt")
+    paired = f"{ratio['paired_median']:.3f}" if ratio else "–"
+    spread = f"{ratio['q1']:.3f}–{ratio['q3']:.3f}" if ratio else "–"
+    return f"{ms['median']:.2f} | {ms['q1']:.2f}–{ms['q3']:.2f} | {paired} | {spread}"
+
+
 def markdown_table(report: dict) -> str:
-    """The results as a Markdown table (ms per step, and ratios to nanoGPT when it ran)."""
+    """The results as a Markdown table: per clock, ms per step and the ratio to nanoGPT."""
     lines = [
-        "| model | ms/step median | IQR (ms) | × nanoGPT (paired median) | its IQR |",
-        "|---|---:|---:|---:|---:|",
+        "| model | wall ms/step | IQR | × nanoGPT | its IQR "
+        "| CPU ms/step | IQR | × nanoGPT | its IQR |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["results"]:
-        ms, ratio = r["ms"], r.get("ratio_to_nanogpt")
-        paired = f"{ratio['paired_median']:.3f}" if ratio else "–"
-        spread = f"{ratio['q1']:.3f}–{ratio['q3']:.3f}" if ratio else "–"
-        lines.append(
-            f"| {r['name']} | {ms['median']:.2f} | {ms['q1']:.2f}–{ms['q3']:.2f} "
-            f"({ms['iqr']:.2f}) | {paired} | {spread} |"
-        )
+        lines.append(f"| {r['name']} | {_cells(r['wall'])} | {_cells(r['cpu'])} |")
     m = report["machine"]
     lines += [
         "",
-        f"{report['rounds']} interleaved rounds; {m['cpu']}, {m['logical_cores']} cores, "
-        f"{m['torch_threads']} torch threads, torch {m['torch']}; load average (1, 5, 15 min) "
-        f"{m['load_average_before']} before, {m['load_average_1_5_15']} after; "
-        f"AdamW {report['optimizer']['kind']}.",
+        f"{report['rounds']} interleaved rounds; ratios are medians of per-round ratios; "
+        f"{m['cpu']}, {m['logical_cores']} cores, {m['torch_threads']} torch threads, "
+        f"torch {m['torch']}; load average (1, 5, 15 min) {m['load_average_before']} before, "
+        f"{m['load_average_1_5_15']} after; AdamW {report['optimizer']['kind']}.",
     ]
     lines += [f"- {s}" for s in report["skipped"]]
     return "\n".join(lines) + "\n"

@@ -342,6 +342,9 @@ def test_benchmark_runs_and_writes_json_table_and_plot(bench, tmp_path: Path) ->
     assert table.count("\n| 16 |") == 2 and "naive at L=40" in table
     assert (tmp_path / "causal_attention.png").stat().st_size > 0
     assert saved["micro"] == []  # only with --micro
+    redrawn = bench.main(["--render", str(tmp_path / "causal_attention.json"),
+                          "--out", str(tmp_path / "again")])  # fmt: skip
+    assert redrawn == saved and (tmp_path / "again" / "causal_attention.md").read_text() == table
     micro = bench.micro_benchmarks(torch.device("cpu"), n=1024, big=1 << 16)
     assert [r["case"] for r in micro][:2] == ["exp(0)", "exp(-80)"] and len(micro) >= 8
     assert all(r["ms"]["median"] >= 0 and r["ms"]["n"] == 7 for r in micro)

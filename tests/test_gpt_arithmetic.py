@@ -272,7 +272,8 @@ def test_pretrained_zero_shot_reports_absence(tmp_path):
 def test_hf_baseline_study_tiny(tmp_path):
     pytest.importorskip("transformers")
     study = get("gpt.hf_baseline")
-    over = {**TINY, "steps": "40", "eval_every": "40", "pretrained": str(tmp_path / "absent")}
+    over = {**TINY, "steps": "40", "eval_every": "40", "pretrained": str(tmp_path / "absent"),
+            "timing_rounds": "1"}
     record = run_study(study, study.config("quick", over), tmp_path)
     m = record["metrics"]
     models = m["models"]
@@ -281,10 +282,11 @@ def test_hf_baseline_study_tiny(tmp_path):
     assert len({r["parameters"] for r in models.values()}) == 1
     for r in models.values():
         assert math.isfinite(r["test_answer_ppl"]) and r["ms_per_step"] > 0
+        assert r["interleaved_ms_per_fwd_bwd"] > 0
         assert r["curve"]["val_answer_ppl"][-1] < r["curve"]["val_answer_ppl"][0]
     # our two backends compute the same function: same seed, same batches, ~ same result
     a, b = models["ours-scratch"]["test_answer_ppl"], models["ours-sdpa"]["test_answer_ppl"]
-    assert a == pytest.approx(b, rel=1e-3)
+    assert a == pytest.approx(b, rel=1e-2)  # rounding differences grow a little in training
     assert m["pretrained_zero_shot"]["available"] is False
     assert "hf_comparison.png" in record["figures"]
 

@@ -102,10 +102,10 @@ class GeluFunction(torch.autograd.Function):
     """GELU (``approximate`` "none" or "tanh") with the closed-form derivative as its backward.
 
     Saves the input and the gate g(x) with GELU(x) = x·g(x): Φ(x) for the exact form,
-    s = σ(2u(x)) for the tanh form. The backward pass then needs one ``exp`` (exact form:
-    φ = e^(−x²/2)/√(2π)) or nothing transcendental (tanh form). Each direction allocates two
-    tensors and writes the rest in place. Not twice differentiable (it raises); differentiate
-    `gelu_derivative` for GELU''.
+    s = σ(2u(x)) for the tanh form. The backward pass then needs one exponential (exact form:
+    φ = e^(−x²/2)/√(2π), computed with ``exp2``) or nothing transcendental (tanh form). Each
+    direction allocates two tensors and writes the rest in place. Not twice differentiable (it
+    raises); differentiate `gelu_derivative` for GELU''.
     """
 
     @staticmethod
