@@ -133,7 +133,7 @@ class GeluFunction(torch.autograd.Function):
         x = x.clamp(-_TAIL, _TAIL)
         if ctx.approximate == "none":
             # GELU' = Φ + x·φ with φ(x) = e^(−x²/2)/√(2π), as 2^(−x²·log₂e/2): the same number,
-            # and PyTorch's CPU exp2 kernel is about 3× faster than its exp (docs/benchmarks.md).
+            # and PyTorch's CPU exp2 kernel is 2.5-3× faster than its exp (docs/benchmarks.md).
             slope = torch.addcmul(_scalar(x, 0.0), x, x, value=-0.5 * _LOG2_E).exp2_()
             torch.addcmul(gate, x, slope, value=_INV_SQRT_2PI, out=slope)
         else:
