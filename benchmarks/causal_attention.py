@@ -16,7 +16,7 @@ Writes ``causal_attention.json`` (everything), ``causal_attention.md`` (tables) 
 ``causal_attention.png`` (log-log times and the ratios) under ``--out``. From the repository
 root::
 
-    python -m benchmarks.causal_attention               # all lengths, a few minutes
+    python -m benchmarks.causal_attention               # all lengths (~10 min on 2 cores)
     python -m benchmarks.causal_attention --quick       # lengths 128-512, 3 rounds
     git show 3582f91:src/scratchformer/functional/attention.py > /tmp/attention_before.py
     python -m benchmarks.causal_attention --before-module /tmp/attention_before.py

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from scratchformer.functional.attention import (
     AttentionFunction,
     CausalAttentionFunction,
+    _default_tiling,
     _exp_floor,
     _tiles,
     causal_attention,
@@ -190,6 +191,15 @@ def test_tiles_cover_the_causal_triangle_once_and_skip_the_rest() -> None:
     visible = sum(min(i + 1, S) for i in range(L)) * N
     assert visible <= touched <= visible + N * L * rows  # only the diagonal blocks overlap
     assert touched < 0.65 * N * L * S  # about half of the full L×S work is skipped
+
+
+def test_default_tiling_is_cache_sized_on_cpu_and_one_tile_elsewhere() -> None:
+    """CPU: blocks of 128 queries, ~2**20 scores per tile; a GPU gets one tile per call."""
+    L, S, N = 1000, 1000, 64
+    cpu = _tiles(L, S, N, *_default_tiling(torch.device("cpu"), L, S, N))
+    assert len(cpu) > 8 and max((b1 - b0) * (i1 - i0) * j1 for i0, i1, j1, b0, b1 in cpu) <= 2**20
+    for device in ("cuda", "mps"):  # only the device type is inspected: no GPU needed
+        assert _tiles(L, S, N, *_default_tiling(torch.device(device), L, S, N)) == [(0, L, S, 0, N)]
 
 
 def test_saved_memory_weights_versus_recompute() -> None:

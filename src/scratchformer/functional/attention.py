@@ -170,13 +170,26 @@ def attention_with_derived_backward(
 
 # --- causal attention, one tile of query rows at a time ---------------------------------------
 
-DEFAULT_BLOCK_ROWS = 128
-DEFAULT_TILE_ELEMENTS = 1 << 20  # 4 MiB of float32 scores per tile
+DEFAULT_BLOCK_ROWS = 128  # on the CPU; see _default_tiling
+DEFAULT_TILE_ELEMENTS = 1 << 20  # 4 MiB of float32 scores per tile, on the CPU
 
 Tile = tuple[int, int, int, int, int]
 
 
-@lru_cache(maxsize=64)
+def _default_tiling(device: torch.device, L: int, S: int, n: int) -> tuple[int, int]:
+    """``(block_rows, tile_elements)`` for ``device``: cache-sized tiles on the CPU, one elsewhere.
+
+    On the CPU small tiles keep the scores in cache. On a GPU each tile costs about ten kernel
+    launches from Python, which dominate: with the CPU tiling an H100 ran 10–18× slower than
+    SDPA for forward + backward (docs/benchmarks.md). There the whole problem is one tile: no
+    causal skip, but a handful of launches, like the textbook masked form.
+    """
+    if device.type == "cpu":
+        return DEFAULT_BLOCK_ROWS, DEFAULT_TILE_ELEMENTS
+    return max(L, 1), max(n * L * S, 1)
+
+
+@lru_cache(maxsize=16)
 def _above_diagonal(rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Additive (rows, cols) block: −inf where column c > row r (keys a tile hides), else 0."""
     hidden = torch.ones(rows, cols, dtype=torch.bool, device=device).triu(1)
@@ -388,13 +401,14 @@ def _causal_apply(
     value: torch.Tensor,
     scale: float,
     recompute: bool = False,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
-    tile_elements: int = DEFAULT_TILE_ELEMENTS,
+    block_rows: int | None = None,
+    tile_elements: int | None = None,
 ) -> torch.Tensor:
     """Causal attention on checked inputs: flatten the batch axes, run the tiles, reshape back.
 
     Broadcast batch axes are expanded before flattening, so autograd sums their gradients.
-    Without gradients to compute, no weights or log-sum-exp are kept at all.
+    Without gradients to compute, no weights or log-sum-exp are kept at all. ``None`` tiling
+    arguments take the device's defaults (``_default_tiling``).
     """
     L, S, Ev = query.shape[-2], key.shape[-2], value.shape[-1]
     if L == 0 or S == 0:  # nothing to tile; the general path handles empty and all-masked rows
@@ -402,6 +416,9 @@ def _causal_apply(
     batch = torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     q, k, v = (t.expand(*batch, *t.shape[-2:]).reshape(-1, *t.shape[-2:])
                for t in (query, key, value))  # fmt: skip
+    rows, elements = _default_tiling(query.device, L, S, q.shape[0])
+    block_rows = rows if block_rows is None else block_rows
+    tile_elements = elements if tile_elements is None else tile_elements
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         out = CausalAttentionFunction.apply(q, k, v, scale, recompute, block_rows, tile_elements)
     else:
@@ -417,22 +434,25 @@ def causal_attention(
     scale: float | None = None,
     *,
     recompute: bool = False,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
-    tile_elements: int = DEFAULT_TILE_ELEMENTS,
+    block_rows: int | None = None,
+    tile_elements: int | None = None,
 ) -> torch.Tensor:
     """Causal (top-left aligned) attention, tile by tile: ``scaled_dot_product_attention``'s
     ``is_causal=True`` path, exposed with its tuning knobs.
 
     ``block_rows`` queries form a block, which only meets the keys up to its last row; batch
-    rows are grouped so a tile holds about ``tile_elements`` scores. ``recompute`` trades one more
-    matrix product in the backward pass for O(L) instead of O(L·S) saved memory.
+    rows are grouped so a tile holds about ``tile_elements`` scores (defaults: 128 and 2**20 on
+    the CPU, a single tile on other devices). ``recompute`` trades one more matrix product in
+    the backward pass for O(L) instead of O(L·S) saved memory.
     """
     _check_qkv(query, key, value)
     _check_batch(query, key, value)
     if not isinstance(recompute, bool):
         raise TypeError(f"recompute must be a bool, got {type(recompute).__name__}")
-    block_rows = _check_positive_int("block_rows", block_rows)
-    tile_elements = _check_positive_int("tile_elements", tile_elements)
+    if block_rows is not None:
+        block_rows = _check_positive_int("block_rows", block_rows)
+    if tile_elements is not None:
+        tile_elements = _check_positive_int("tile_elements", tile_elements)
     scale = _resolve_scale(scale, query)
     return _causal_apply(query, key, value, scale, recompute, block_rows, tile_elements)
 
