@@ -24,6 +24,7 @@ from scratchformer.experiments.gpt_analysis import aligned_positions, alignment_
 from scratchformer.experiments.gpt_arithmetic import (
     HF_MISSING,
     bits_per_char,
+    error_analysis,
     greedy_completions,
     hf_loss,
     pretrained_zero_shot,
@@ -166,6 +167,15 @@ def test_token_ppl_floor_is_the_bayes_optimal_perplexity(digits, ops):
     assert token_ppl_floor(acfg, every) > 1.5  # far above the answer perplexity target
 
 
+def test_error_analysis_counts_per_operator():
+    problems = ["1+2=3$", "5-7=-2$", "4+4=8$"]
+    generated = ["3$", "2$", "8$77"]  # what follows the end marker does not count
+    out = error_analysis(problems, generated)
+    assert out["exact_match_by_operator"] == {"+": 1.0, "-": 0.0}
+    assert out["n_wrong"] == 1
+    assert out["wrong_examples"] == [{"problem": "5-7=-2$", "generated": "2$"}]
+
+
 # --- plotting ----------------------------------------------------------------------------------
 
 
@@ -212,6 +222,9 @@ def test_gpt_arithmetic_study_tiny(tmp_path):
         assert all(a >= b for a, b in itertools.pairwise(sv))
     for row in qk["final_effective"]:
         assert all(1.0 <= v <= d_head for v in row)
+    errors = m["test_errors_first_seed"]
+    assert set(errors["exact_match_by_operator"]) == {"+"}
+    assert errors["n_wrong"] == round((1 - m["test_exact_match"]["mean"]) * 80)
     align = m["alignment"]
     assert 0.0 < align["chance"] < 1.0 and 0.0 <= align["best_score"] <= 1.0
     assert align["best_score"] == max(max(r) for r in align["scores"])
