@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from scratchformer.report.tradeoff import analysis, collect, pareto_front, plot_tradeoffs
+
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     """Flatten nested metrics into (dotted key, scalar) rows; long lists are summarised."""
@@ -60,6 +62,11 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
             f"| {r['study']} | {r['profile']} | {r['wall_time_s']:.1f} | {r['finished_at']} |"
         )
     md.append("")
+    tradeoffs = collect(records)
+    if tradeoffs:
+        md_part, html_part = _tradeoff_section(tradeoffs, out)
+        md += md_part
+        body += html_part
     for r in records:
         name = r["study"]
         md += [f"## {name}", "", r.get("description", ""), ""]
@@ -78,12 +85,7 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
             rel = path.relative_to(out) if path.is_relative_to(out) else path.resolve()
             md += [f"![{name}: {fig}]({rel})", ""]
             if path.suffix == ".png" and path.exists():
-                data = base64.b64encode(path.read_bytes()).decode()
-                alt = html.escape(fig)
-                body.append(
-                    f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
-                    f"<figcaption>{alt}</figcaption></figure>"
-                )
+                body.append(_inline_png(path, fig))
     md_path, html_path = out / "report.md", out / "report.html"
     md_path.write_text("\n".join(md) + "\n")
     style = ("body{font-family:sans-serif;max-width:980px;margin:2em auto}"
@@ -94,3 +96,38 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
         f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
     )
     return md_path, html_path
+
+
+def _inline_png(path: Path, caption: str) -> str:
+    """An HTML figure with the PNG at ``path`` embedded as base64."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    alt = html.escape(caption)
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{alt}">'
+            f"<figcaption>{alt}</figcaption></figure>")
+
+
+def _tradeoff_section(tradeoffs: list, out: Path) -> tuple[list[str], list[str]]:
+    """Markdown and HTML of the speed-vs-accuracy section: tables, Pareto plot, analysis."""
+    figure = plot_tradeoffs(tradeoffs, out / "tradeoff.png")
+    md = ["## Speed vs accuracy", "",
+          "Every study that compares variants at a cost records (speed, quality) points; the "
+          "Pareto front holds the variants that no other variant beats on both axes.", "",
+          f"![speed vs accuracy]({figure.name})", ""]
+    body = ["<h2>Speed vs accuracy</h2>", _inline_png(figure, "speed vs accuracy")]
+    for t in tradeoffs:
+        front = set(pareto_front(t.points, t.higher_is_better))
+        md += [f"### {t.study}", "", f"| variant | {t.speed_name} | {t.quality_name} | Pareto |",
+               "|---|---:|---:|:---:|"]
+        md += [f"| {p['variant']} | {_fmt(p['speed'])} | {_fmt(p['quality'])} | "
+               f"{'yes' if p['variant'] in front else ''} |" for p in t.points]
+        lines = analysis(t)
+        md += ["", *lines, ""]
+        body.append(f"<h3>{html.escape(t.study)}</h3><table><tr><th>variant</th>"
+                    f"<th>{html.escape(t.speed_name)}</th><th>{html.escape(t.quality_name)}</th>"
+                    "<th>Pareto</th></tr>")
+        body += [f"<tr><td>{html.escape(str(p['variant']))}</td><td>{_fmt(p['speed'])}</td>"
+                 f"<td>{_fmt(p['quality'])}</td><td>{'yes' if p['variant'] in front else ''}"
+                 "</td></tr>" for p in t.points]
+        body.append("</table><ul>" + "".join(
+            f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in lines) + "</ul>")
+    return md, body
