@@ -1,7 +1,7 @@
 """A decoder-only transformer language model in the style of GPT-2.
 
     idx (B, T) -> token embedding + positions (learned or sin/cos) -> dropout
-               -> n_layers pre-LN causal blocks -> final norm -> x Wₑᵀ -> logits (B, T, vocab)
+               -> n_layers causal blocks (pre- or post-LN) -> final norm -> x Wₑᵀ -> logits
 
 Every position predicts the next token. The causal mask makes logit ``t`` a function of tokens
 ``0..t`` only (proof: docs/derivations/causal-mask.md), so one forward pass over a sequence of
@@ -27,14 +27,17 @@ import torch
 from torch import Tensor, nn
 
 from scratchformer.functional.activations import ACTIVATIONS
+from scratchformer.functional.sparse import SparsePattern
+from scratchformer.models.gpt_moe import check_moe_config, init_moe_gpt2, make_moe_ffn, moe_loss
 from scratchformer.nn.attention import ATTENTION_BACKENDS, MultiHeadAttention, check_backend
-from scratchformer.nn.block import TransformerBlock, make_norm
+from scratchformer.nn.block import NORM_POSITIONS, TransformerBlock, make_norm
 from scratchformer.nn.embeddings import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEmbedding,
     TokenEmbedding,
 )
 from scratchformer.nn.kv_cache import KVCache
+from scratchformer.nn.moe import MoEFeedForward
 from scratchformer.nn.norm import NORMS
 
 __all__ = ["GPT", "GPT_POSITIONALS", "IGNORE_INDEX", "GPTConfig"]
@@ -72,7 +75,8 @@ class GPTConfig:
 
     ``d_hidden`` defaults to 4·d_model. ``bias`` puts biases in every linear map and shifts in
     the LayerNorms (GPT-2: True). ``activation`` is any name in `ACTIVATIONS` ("gelu_tanh" is
-    GPT-2's "gelu_new"); ``norm`` is "layer" or "rms".
+    GPT-2's "gelu_new"); ``norm`` is "layer" or "rms"; ``norm_position`` "pre" (GPT-2) or
+    "post" (Vaswani et al., 2017; the final norm then follows a block that already ends in one).
     """
 
     vocab_size: int
@@ -86,9 +90,33 @@ class GPTConfig:
     positional: str = "learned"
     tie_weights: bool = True
     attention_backend: str = "scratch"
+    # attention_backend="block_sparse" attends within a window + every-s-th-token layout
+    # (scratchformer.functional.sparse), query blocks of sparse_block rows; sparse_window and
+    # sparse_stride default to round(√T) for a sequence of T tokens.
+    sparse_block: int = 64
+    sparse_window: int | None = None
+    sparse_stride: int | None = None
     activation: str = "gelu_tanh"
     norm: str = "layer"
     norm_eps: float = 1e-5
+    norm_position: str = "pre"
+    # Mixture of experts (scratchformer.nn.moe): ffn="moe" replaces every block's FFN.
+    # moe_hidden is each routed expert's width (default hidden_size); while training the loss
+    # gains moe_aux_weight·aux_loss (moe_balance="aux") + moe_z_weight·z_loss per layer, and
+    # moe_balance="bias" needs `GPT.update_moe_bias()` after every optimiser step.
+    ffn: str = "dense"
+    moe_experts: int = 4
+    moe_top_k: int = 2
+    moe_hidden: int | None = None
+    moe_shared: int = 0
+    moe_shared_hidden: int | None = None
+    moe_router: str = "softmax"
+    moe_balance: str = "aux"
+    moe_aux_weight: float = 0.01
+    moe_z_weight: float = 0.0
+    moe_noisy: bool = False
+    moe_capacity_factor: float | None = None
+    moe_bias_rate: float = 1e-3
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_len", "n_layers", "n_heads", "d_model"):
@@ -108,8 +136,14 @@ class GPTConfig:
         _flag("tie_weights", self.tie_weights)
         _choice("positional", self.positional, GPT_POSITIONALS)
         _choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
+        _positive_int("sparse_block", self.sparse_block)
+        for name in ("sparse_window", "sparse_stride"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         _choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
         _choice("norm", self.norm, NORMS)
+        _choice("norm_position", self.norm_position, NORM_POSITIONS)
+        check_moe_config(self)
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ValueError(
                 f"positional='sinusoidal' needs an even d_model (sin/cos pairs), got {self.d_model}"
@@ -124,6 +158,10 @@ class GPTConfig:
     def hidden_size(self) -> int:
         """The FFN width: ``d_hidden``, or 4·d_model when that is None."""
         return 4 * self.d_model if self.d_hidden is None else self.d_hidden
+
+    def sparse_pattern(self) -> SparsePattern:
+        """The layout pattern the "block_sparse" backend uses (built for any backend)."""
+        return SparsePattern(self.sparse_block, self.sparse_window, self.sparse_stride)
 
 
 class GPT(nn.Module):
@@ -155,12 +193,14 @@ class GPT(nn.Module):
                 activation=config.activation,
                 dropout=config.dropout,
                 norm=config.norm,
-                norm_position="pre",
+                norm_position=config.norm_position,
                 causal=True,
                 bias=config.bias,
                 attention_backend=config.attention_backend,
+                sparse_pattern=config.sparse_pattern(),
                 norm_eps=config.norm_eps,
                 norm_bias=config.bias,
+                ffn_module=make_moe_ffn(config),
             )
             for _ in range(config.n_layers)
         )
@@ -191,6 +231,7 @@ class GPT(nn.Module):
             for b in (attn.b_q, attn.b_k, attn.b_v, attn.b_o, ffn.b1, ffn.b2):
                 if b is not None:
                     nn.init.zeros_(b)
+            init_moe_gpt2(ffn, INIT_STD, residual_std)
             block.norm1.reset_parameters()
             block.norm2.reset_parameters()
         self.norm.reset_parameters()
@@ -218,7 +259,7 @@ class GPT(nn.Module):
         return self.tok_emb.weight if self.lm_head is None else self.lm_head
 
     def configure_backend(self, backend: str) -> GPT:
-        """Switch every attention layer to ``backend`` ("scratch" or "sdpa"); returns self."""
+        """Switch every attention layer to ``backend`` (see `ATTENTION_BACKENDS`); returns self."""
         backend = check_backend(backend)
         for module in self.modules():
             if isinstance(module, MultiHeadAttention):
@@ -238,6 +279,23 @@ class GPT(nn.Module):
             if isinstance(self.pos_emb, LearnedPositionalEmbedding):
                 params.pop(id(self.pos_emb.weight), None)
         return sum(p.numel() for p in params.values())
+
+    def moe_layers(self) -> list[MoEFeedForward]:
+        """The blocks' MoE FFNs, first layer first (empty for ``ffn="dense"``)."""
+        return [b.ffn for b in self.blocks if isinstance(b.ffn, MoEFeedForward)]
+
+    def update_moe_bias(self) -> None:
+        """Auxiliary-loss-free balancing step of every MoE layer; call after each optimiser
+        step when ``moe_balance="bias"`` (a no-op otherwise)."""
+        for layer in self.moe_layers():
+            if layer.balance == "bias":
+                layer.update_bias()
+
+    def active_parameters(self) -> int:
+        """Parameters one token uses: `num_parameters` less the routed experts it skips."""
+        skipped = sum(sum(p.numel() for p in m.parameters()) - m.active_parameters()
+                      for m in self.moe_layers())
+        return self.num_parameters() - skipped
 
     # --- forward --------------------------------------------------------------------------
 
@@ -311,6 +369,9 @@ class GPT(nn.Module):
             targets.reshape(-1),
             ignore_index=IGNORE_INDEX,
         )
+        if self.training and self.config.ffn == "moe":  # balancing terms; evaluation is pure CE
+            c = self.config
+            loss = loss + moe_loss(self.moe_layers(), c.moe_aux_weight, c.moe_z_weight)
         return logits, loss
 
     @torch.no_grad()

@@ -3,7 +3,9 @@
 Two interchangeable attention kernels (``backend``): ``"scratch"``, our own
 `scaled_dot_product_attention` with its hand-derived backward (the default), and ``"sdpa"``,
 PyTorch's fused ``torch.nn.functional.scaled_dot_product_attention``. Both compute the same
-function; the second is there for speed and as a reference.
+function; the second is there for speed and as a reference. A third, ``"block_sparse"``,
+computes a different function: attention restricted to a `SparsePattern` (window + strided,
+``scratchformer.functional.sparse``), in O(L·√L) instead of O(L²).
 
 For decoding, a `LayerKVCache` passed as ``kv_cache`` receives this call's keys and values and
 supplies those of earlier positions (self-attention only; see ``scratchformer.nn.kv_cache``).
@@ -17,11 +19,12 @@ import torch
 from torch import nn
 
 from scratchformer.functional.attention import attention_weights, scaled_dot_product_attention
+from scratchformer.functional.sparse import SparsePattern, block_sparse_attention, layout_to_mask
 from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
 
 __all__ = ["ATTENTION_BACKENDS", "MultiHeadAttention", "check_backend"]
 
-ATTENTION_BACKENDS = ("scratch", "sdpa")
+ATTENTION_BACKENDS = ("scratch", "sdpa", "block_sparse")
 
 
 def check_backend(backend: object) -> str:
@@ -44,7 +47,8 @@ class MultiHeadAttention(nn.Module):
     Projections are plain matrices applied as ``x @ w`` (shape ``(d_model, d_model)``), so the
     weights read the way the equations are written: ``Q = x W_q + b_q``. Weights and biases are
     initialised like ``nn.Linear``: uniform in ±1/sqrt(d_model) (fan-in = d_model).
-    ``backend`` picks the attention kernel ("scratch" or "sdpa"); it may be changed at any time.
+    ``backend`` picks the attention kernel ("scratch", "sdpa" or "block_sparse"); it may be
+    changed at any time. "block_sparse" attends only within ``sparse`` (a `SparsePattern`).
     """
 
     def __init__(
@@ -55,8 +59,12 @@ class MultiHeadAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
         backend: str = "scratch",
+        sparse: SparsePattern | None = None,
     ):
         super().__init__()
+        if sparse is not None and not isinstance(sparse, SparsePattern):
+            raise TypeError(f"sparse must be a SparsePattern or None, got {type(sparse).__name__}")
+        self.sparse = sparse
         for name, value in (("d_model", d_model), ("n_heads", n_heads)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -166,6 +174,8 @@ class MultiHeadAttention(nn.Module):
                 L = q.shape[-2]
                 attn_mask = decode_causal_mask(L, k.shape[-2], q.device) if L > 1 else None
         dropout_p = self.dropout if self.training else 0.0
+        if self._backend == "block_sparse":
+            return self._sparse_forward(q, k, v, attn_mask, is_causal, need_weights, kv_cache)
         if need_weights:
             weights = attention_weights(q, k, attn_mask=attn_mask, is_causal=is_causal)
             dropped = nn.functional.dropout(weights, p=dropout_p, training=self.training)
@@ -181,6 +191,31 @@ class MultiHeadAttention(nn.Module):
         B, _, L, _ = heads.shape
         merged = heads.transpose(1, 2).reshape(B, L, self.d_model)
         out = _affine(merged, self.w_o, self.b_o)
+        return (out, weights) if need_weights else out
+
+    def _sparse_forward(self, q, k, v, attn_mask, is_causal, need_weights, kv_cache):
+        """The "block_sparse" backend: self-attention within ``self.sparse``'s layout."""
+        if self.sparse is None:
+            raise ValueError("backend 'block_sparse' needs a pattern: pass sparse=SparsePattern()")
+        if kv_cache is not None:
+            raise NotImplementedError(
+                "backend 'block_sparse' does not decode with a KV cache; generate with backend "
+                "'scratch' or 'sdpa' (the function differs: the sparse model sees fewer keys)"
+            )
+        if attn_mask is not None or q.shape[-2] != k.shape[-2]:
+            raise NotImplementedError(
+                "backend 'block_sparse' takes no attn_mask and no context: its layout is the mask"
+            )
+        if self.training and self.dropout > 0:
+            raise NotImplementedError("backend 'block_sparse' has no attention dropout; use 0")
+        layout = self.sparse.layout(q.shape[-2], is_causal, q.device)
+        if need_weights:  # dense weights under the layout's mask, for inspection
+            weights = attention_weights(q, k, attn_mask=layout_to_mask(layout))
+            heads = weights @ v
+        else:
+            heads = block_sparse_attention(q, k, v, layout)
+        B, _, L, _ = heads.shape
+        out = _affine(heads.transpose(1, 2).reshape(B, L, self.d_model), self.w_o, self.b_o)
         return (out, weights) if need_weights else out
 
     def _check_input(self, name: str, t: torch.Tensor) -> None:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchformer.functional.masks import causal_mask
+from scratchformer.functional.sparse import SparsePattern
 from scratchformer.nn.attention import MultiHeadAttention
 from scratchformer.nn.feedforward import FeedForward
 from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
@@ -51,8 +52,11 @@ class TransformerBlock(nn.Module):
     post-LN (see the module docstring). ``dropout`` is applied, as in
     ``torch.nn.TransformerEncoderLayer``, to the attention weights, the FFN's hidden
     activations, and each sub-layer's output before it joins the residual stream.
-    ``attention_backend`` picks the attention kernel ("scratch" or "sdpa"); ``norm_eps``
+    ``attention_backend`` picks the attention kernel ("scratch", "sdpa" or "block_sparse", the
+    last attending within ``sparse_pattern``, a `SparsePattern`); ``norm_eps``
     overrides the norm's default epsilon and ``norm_bias=False`` drops LayerNorm's shift.
+    ``ffn_module`` replaces the FeedForward with any (..., d_model) -> (..., d_model) module,
+    e.g. a `MoEFeedForward` (``scratchformer.nn.moe``).
     """
 
     def __init__(
@@ -68,8 +72,10 @@ class TransformerBlock(nn.Module):
         causal: bool = False,
         bias: bool = True,
         attention_backend: str = "scratch",
+        sparse_pattern: SparsePattern | None = None,
         norm_eps: float | None = None,
         norm_bias: bool = True,
+        ffn_module: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -88,9 +94,13 @@ class TransformerBlock(nn.Module):
         self.norm_position = norm_position
         self.causal = causal
         self.attn = MultiHeadAttention(
-            d_model, n_heads, bias=bias, dropout=dropout, backend=attention_backend
+            d_model, n_heads, bias=bias, dropout=dropout, backend=attention_backend,
+            sparse=sparse_pattern,
         )
-        self.ffn = FeedForward(d_model, d_hidden, activation=activation, dropout=dropout, bias=bias)
+        if ffn_module is not None and not isinstance(ffn_module, nn.Module):
+            raise TypeError(f"ffn_module must be an nn.Module, got {type(ffn_module).__name__}")
+        self.ffn = ffn_module if ffn_module is not None else FeedForward(
+            d_model, d_hidden, activation=activation, dropout=dropout, bias=bias)
         self.norm1 = make_norm(norm, d_model, norm_eps, norm_bias)
         self.norm2 = make_norm(norm, d_model, norm_eps, norm_bias)
         self.drop = nn.Dropout(dropout)
