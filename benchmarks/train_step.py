@@ -148,7 +148,8 @@ def use_textbook(model: nn.Module, kernels: tuple[str, ...]) -> None:
 
 
 def build_ours(
-    shape: Shape, backend: str, activation: str = "gelu", textbook: tuple[str, ...] = ()
+    shape: Shape, backend: str, activation: str = "gelu", textbook: tuple[str, ...] = (),
+    kernels: str = "scratch",
 ) -> Contender:
     """scratchformer's GPT with attention ``backend``; ``textbook`` kernels put back (ablation)."""
     config = GPTConfig(
@@ -162,13 +163,17 @@ def build_ours(
         tie_weights=True,
         attention_backend=backend,
         activation=activation,
+        kernels=kernels,
     )
     model = GPT(config)
     use_textbook(model, textbook)
     name = f"ours-{backend}" + ("" if activation == "gelu" else f" ({activation})")
+    if kernels != "scratch":
+        name += f" {kernels} kernels"
     if textbook:
         name += " textbook " + "+".join(textbook)
-    notes = f"scratchformer GPT, activation={activation!r}, attention backend {backend!r}"
+    notes = (f"scratchformer GPT, activation={activation!r}, attention backend {backend!r}, "
+             f"LayerNorm/GELU kernels {kernels!r}")
     return Contender(name, model, lambda x, y: model(x, y)[1], notes)
 
 
@@ -304,6 +309,8 @@ def build_contenders(args: argparse.Namespace, shape: Shape) -> tuple[list[Conte
     for activation in args.activations:
         for backend in ("sdpa", "scratch"):
             contenders.append(build_ours(shape, backend, activation))
+        if args.torch_kernels:
+            contenders.append(build_ours(shape, "sdpa", activation, kernels="torch"))
     return contenders, skipped
 
 
@@ -530,6 +537,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=("gelu",),
         help="our GPT's activations, comma-separated (one pair of rows each)",
     )
+    p.add_argument("--torch-kernels", action="store_true",
+                   help="add a row: sdpa attention with PyTorch's LayerNorm and GELU kernels")
     p.add_argument("--rounds", type=int, default=400, help="timed interleaved rounds")
     p.add_argument("--warmup", type=int, default=10, help="untimed steps per model first")
     p.add_argument("--batches", type=int, default=8, help="random batches, cycled through")

@@ -304,3 +304,25 @@ def test_trains_with_the_trainer():
                       loss_fn=lambda m, b: m(b.inputs, b.targets)[1]).fit()
     assert history[-1]["step"] == 40
     assert history[-1]["loss"] < 0.1 * math.log(29), [r["loss"] for r in history]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "gelu_tanh", "relu"])
+def test_torch_kernels_compute_the_same_function(activation):
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=40, context_len=16, n_layers=2, n_heads=2, d_model=32,
+                    activation=activation)
+    ours = GPT(cfg).double()
+    fused = GPT(dataclasses.replace(cfg, kernels="torch")).double()
+    fused.load_state_dict(ours.state_dict())
+    idx = torch.randint(0, 40, (3, 16))
+    a, la = ours(idx, idx)
+    b, lb = fused(idx, idx)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    ga = torch.autograd.grad(la, list(ours.parameters()))
+    gb = torch.autograd.grad(lb, list(fused.parameters()))
+    for x, y in zip(ga, gb, strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-10)
+    assert fused.config.kernels == "torch" and ours.configure_kernels("torch") is ours
+    assert all(m.kernels == "torch" for m in ours.modules() if hasattr(m, "kernels"))
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        GPTConfig(vocab_size=40, context_len=16, n_layers=1, n_heads=1, d_model=8, kernels="cuda")

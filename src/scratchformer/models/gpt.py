@@ -36,9 +36,10 @@ from scratchformer.nn.embeddings import (
     SinusoidalPositionalEmbedding,
     TokenEmbedding,
 )
+from scratchformer.nn.feedforward import FeedForward
 from scratchformer.nn.kv_cache import KVCache
 from scratchformer.nn.moe import MoEFeedForward
-from scratchformer.nn.norm import NORMS
+from scratchformer.nn.norm import KERNELS, NORMS, LayerNorm, check_kernels
 
 __all__ = ["GPT", "GPT_POSITIONALS", "IGNORE_INDEX", "GPTConfig"]
 
@@ -90,6 +91,9 @@ class GPTConfig:
     positional: str = "learned"
     tie_weights: bool = True
     attention_backend: str = "scratch"
+    # kernels="torch" runs LayerNorm and the FFN activation with PyTorch's fused built-ins
+    # (same functions as ours; for speed comparisons with models that use them).
+    kernels: str = "scratch"
     # attention_backend="block_sparse" attends within a window + every-s-th-token layout
     # (scratchformer.functional.sparse), query blocks of sparse_block rows; sparse_window and
     # sparse_stride default to round(√T) for a sequence of T tokens.
@@ -143,6 +147,7 @@ class GPTConfig:
         _choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
         _choice("norm", self.norm, NORMS)
         _choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _choice("kernels", self.kernels, KERNELS)
         check_moe_config(self)
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ValueError(
@@ -210,6 +215,7 @@ class GPT(nn.Module):
         else:
             self.lm_head = nn.Parameter(torch.empty(config.vocab_size, d))
         self.reset_parameters()
+        self.configure_kernels(config.kernels)
 
     # --- construction ---------------------------------------------------------------------
 
@@ -257,6 +263,17 @@ class GPT(nn.Module):
     def head_weight(self) -> Tensor:
         """The (vocab_size, d_model) output projection: the token embedding when tied."""
         return self.tok_emb.weight if self.lm_head is None else self.lm_head
+
+    def configure_kernels(self, kernels: str) -> GPT:
+        """Run every LayerNorm and FFN activation with ``kernels`` (see `KERNELS`); returns self."""
+        kernels = check_kernels(kernels)
+        for module in self.modules():
+            if isinstance(module, LayerNorm):
+                module.kernels = kernels
+            elif isinstance(module, FeedForward):
+                module.use_kernels(kernels)
+        self.config = dataclasses.replace(self.config, kernels=kernels)
+        return self
 
     def configure_backend(self, backend: str) -> GPT:
         """Switch every attention layer to ``backend`` (see `ATTENTION_BACKENDS`); returns self."""

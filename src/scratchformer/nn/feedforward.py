@@ -6,6 +6,7 @@ last axis) independently, so the module works on inputs of shape (..., d_model).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -13,7 +14,14 @@ from torch import nn
 
 from scratchformer.functional.activations import ACTIVATIONS, get_activation
 
-__all__ = ["FeedForward"]
+__all__ = ["TORCH_ACTIVATIONS", "FeedForward"]
+
+TORCH_ACTIVATIONS = {
+    "gelu": nn.functional.gelu,
+    "gelu_tanh": functools.partial(nn.functional.gelu, approximate="tanh"),
+    "relu": nn.functional.relu,
+}
+"""PyTorch's fused kernel for each name in `ACTIVATIONS` (``kernels="torch"``)."""
 
 
 def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
@@ -65,6 +73,7 @@ class FeedForward(nn.Module):
         self.activation = activation
         self.dropout = float(dropout)
         self.act = get_activation(activation)
+        self.kernels = "scratch"
         self.w1 = nn.Parameter(torch.empty(d_model, d_hidden))
         self.w2 = nn.Parameter(torch.empty(d_hidden, d_model))
         if bias:
@@ -83,6 +92,14 @@ class FeedForward(nn.Module):
             weight.uniform_(-bound, bound)
             if bias is not None:
                 bias.uniform_(-bound, bound)
+
+    def use_kernels(self, kernels: str) -> None:
+        """``"scratch"``: our activation; ``"torch"``: PyTorch's fused built-in of the same one."""
+        if kernels not in ("scratch", "torch"):
+            raise ValueError(f"kernels must be 'scratch' or 'torch', got {kernels!r}")
+        self.kernels = kernels
+        self.act = (TORCH_ACTIVATIONS[self.activation] if kernels == "torch"
+                    else get_activation(self.activation))
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
         """The pre-activation x W1 + b1, shape (..., d_hidden); exposed for analysis."""

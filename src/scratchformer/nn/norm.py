@@ -10,11 +10,24 @@ from __future__ import annotations
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchformer.functional.normalization import _check_eps, layer_norm, rms_norm
 
-__all__ = ["NORMS", "LayerNorm", "RMSNorm", "build_norm"]
+__all__ = ["KERNELS", "NORMS", "LayerNorm", "RMSNorm", "build_norm", "check_kernels"]
+
+KERNELS = ("scratch", "torch")
+"""Which arithmetic the element-wise layers run: ours (tensor ops with derived backwards) or
+PyTorch's fused built-ins (``F.layer_norm``, ``F.gelu``): the same functions, kept for speed
+comparisons with models that use the built-ins."""
+
+
+def check_kernels(kernels: object) -> str:
+    """Fail early unless ``kernels`` is one of `KERNELS`."""
+    if not isinstance(kernels, str) or kernels not in KERNELS:
+        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
+    return kernels
 
 
 def _check_dim(dim: object) -> int:
@@ -48,6 +61,7 @@ class LayerNorm(nn.Module):
         self.dim = _check_dim(dim)
         self.eps = _check_eps(eps)
         self.elementwise_affine = bool(elementwise_affine)
+        self.kernels = "scratch"  # or "torch": F.layer_norm (see KERNELS)
         if self.elementwise_affine:
             self.weight = nn.Parameter(torch.ones(self.dim))
             self.bias = nn.Parameter(torch.zeros(self.dim)) if bias else None
@@ -65,6 +79,8 @@ class LayerNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Normalise every feature vector (last dim) of ``x`` independently."""
         _check_last_dim(x, self.dim, "LayerNorm")
+        if self.kernels == "torch":
+            return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
