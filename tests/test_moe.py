@@ -442,6 +442,9 @@ def test_moe_study_runs_tiny(tmp_path, monkeypatch, shared_data) -> None:
     assert 0.0 <= b["entropy_norm"]["mean"] <= 1.0
     assert math.isfinite(v["deepseek"]["val_loss"]["mean"])
     assert all(r["tokens_per_s"] > 0 for r in v.values())
+    points = {p["variant"]: p for p in metrics["tradeoff"]["points"]}
+    assert set(points) == set(v)
+    assert points["deepseek"]["quality"] == v["deepseek"]["val_loss"]["mean"]
     for name in ("expert_load.png", "val_loss.png", "summary.md"):
         assert (tmp_path / name).is_file()
     with pytest.raises(ValueError, match="variants must be"):

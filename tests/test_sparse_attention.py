@@ -324,6 +324,9 @@ def test_sparse_quality_study_tiny(tmp_path, monkeypatch, shared_data):
         assert len(r["val_loss"]["values"]) == 2 and r["val_loss"]["std"] >= 0
         assert math.isfinite(r["val_loss"]["mean"]) and r["tokens_per_s"]["mean"] > 0
         assert r["curves"][0]["step"] == [3, 6]
+    points = {p["variant"]: p for p in m["tradeoff"]["points"]}
+    assert points["block_sparse"]["speed"] == m["backends"]["block_sparse"]["tokens_per_s"]["mean"]
+    assert points["dense"]["quality"] == m["backends"]["dense"]["val_loss"]["mean"]
     lay = m["layout"]
     assert (lay["window"], lay["stride"]) == (6, 6)  # round(sqrt(32))
     expected = layout_to_mask(window_strided_layout(32, 8, 6, 6)).sum().item()

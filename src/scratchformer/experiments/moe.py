@@ -255,7 +255,11 @@ def run(cfg: Config, out: Path) -> dict:
     _plot_loads(first_loads, out)
     _plot_curves(curves, out)
     (out / "summary.md").write_text(_summary(results, cfg), encoding="utf-8")
-    return {"variants": results, "seeds": cfg.seeds, "steps": cfg.steps,
+    tradeoff = {"quality_name": "validation loss (nats/char)", "higher_is_better": False,
+                "speed_name": "training tokens/s", "baseline": "dense",
+                "points": [{"variant": n, "speed": r["tokens_per_s"],
+                            "quality": r["val_loss"]["mean"]} for n, r in results.items()]}
+    return {"variants": results, "tradeoff": tradeoff, "seeds": cfg.seeds, "steps": cfg.steps,
             "threads": cfg.threads or torch.get_num_threads(),
             "wall_s": time.perf_counter() - start}
 
