@@ -71,6 +71,7 @@ from scratchformer.experiments.gpt_analysis import (
     plot_qk_ranks,
 )
 from scratchformer.experiments.registry import register
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.training import TrainConfig, Trainer
 from scratchformer.viz.attention import attention_grid, stack_maps
 from scratchformer.viz.figures import new_figure, save_figure
@@ -499,9 +500,7 @@ def _attention_figures(maps: list[Tensor], problems: list[str], align: dict, n: 
 def run(cfg: Config, out: Path) -> dict:
     """Train a GPT on held-out arithmetic: answer perplexity, exact match, QKᵀ ranks, attention."""
     _check(cfg)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         data = build_data(cfg)
         runs = []
         for k in range(cfg.seeds):
@@ -519,8 +518,6 @@ def run(cfg: Config, out: Path) -> dict:
             first.model, OURS, data, data.splits.test))
         maps, problems = _attention(first.model, data, cfg.n_align)
         align = alignment_scores(maps, problems)
-    finally:
-        torch.set_num_threads(old_threads)
 
     floor = token_ppl_floor(arithmetic_config(cfg), data.splits.val)
     _plot_training(first, floor, out)
@@ -702,11 +699,9 @@ def run_hf(cfg: HFConfig, out: Path) -> dict:
                          f"got {cfg.hf_attn_implementation!r}")
     if "hf-gpt2" in cfg.models:
         _transformers()
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
     results: dict[str, dict] = {}
     runs: dict[str, TrainedRun] = {}
-    try:
+    with torch_threads(cfg.threads):
         data = build_data(cfg)
         for name in cfg.models:
             torch.manual_seed(cfg.seed)
@@ -737,8 +732,6 @@ def run_hf(cfg: HFConfig, out: Path) -> dict:
                                             batch, cfg.timing_rounds).items():
             results[name]["interleaved_ms_per_fwd_bwd"] = ms
         zero_shot = pretrained_zero_shot(cfg.pretrained, data.splits.test[:500])
-    finally:
-        torch.set_num_threads(old_threads)
 
     _plot_comparison(runs, results, out)
     return {

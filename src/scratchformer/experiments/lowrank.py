@@ -39,6 +39,7 @@ from torch import Tensor
 from scratchformer.analysis.rank import effective_rank, numerical_rank, stable_rank
 from scratchformer.experiments.registry import register
 from scratchformer.experiments.shakespeare import char_data, load_text, random_batch, train_lm
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.functional.attention import masked_softmax
 from scratchformer.functional.contractions import merge_heads_matmul, split_heads_matmul
 from scratchformer.functional.lowrank import (
@@ -250,13 +251,8 @@ def _spectra(qkv: list[tuple[Tensor, Tensor, Tensor]]) -> dict[str, Tensor]:
 def run(cfg: Config, out: Path) -> dict:
     """Truncated SVD vs Nyström vs Linformer on a trained char GPT's attention maps."""
     _check(cfg)
-    old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         return _run(cfg, out)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _run(cfg: Config, out: Path) -> dict:

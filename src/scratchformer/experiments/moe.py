@@ -37,12 +37,12 @@ from torch import Tensor, nn
 
 from scratchformer.experiments.registry import register
 from scratchformer.experiments.shakespeare import (
-    _Threads,
     char_data,
     estimate_loss,
     load_text,
     random_batch,
 )
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.models.gpt import GPT, GPTConfig
 from scratchformer.training import TrainConfig, Trainer
 from scratchformer.viz.figures import new_figure, save_figure
@@ -232,7 +232,7 @@ def run(cfg: Config, out: Path) -> dict:
     first_loads: dict[str, list[np.ndarray]] = {}
     curves: dict[str, dict] = {}
     start = time.perf_counter()
-    with _Threads(cfg.threads):
+    with torch_threads(cfg.threads):
         for name in names:
             runs = [train_variant(name, cfg, data, cfg.seed + s) for s in range(cfg.seeds)]
             first_loads[name] = runs[0].loads

@@ -58,6 +58,7 @@ from scratchformer.experiments.shakespeare import (
     load_text,
     random_batch,
 )
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.models.gpt import GPT, GPTConfig
 from scratchformer.nn.block import NORM_POSITIONS
 from scratchformer.training import TrainConfig, Trainer
@@ -400,18 +401,13 @@ def final_losses(runs: Sequence[RunResult], lrs: Sequence[float]) -> dict[str, d
 def run(cfg: Config, out: Path) -> dict:
     """Pre-LN vs Post-LN: gradient norms per layer at init, divergence with/without warmup."""
     _check(cfg)
-    old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         data = char_data(*load_text(cfg))
         unigram = unigram_loss(data.train, data.val, data.vocab_size)
         init = measure_init(cfg, data)
         runs = [train_run(cfg, data, depth, position, warmup, lr, cfg.seed + seed, unigram)
                 for depth in cfg.depths for position in cfg.positions
                 for warmup in (0, cfg.warmup_steps) for lr in cfg.lrs for seed in cfg.seeds]
-    finally:
-        torch.set_num_threads(old_threads)
     (out / "runs.json").write_text(json.dumps([r.__dict__ for r in runs]), encoding="utf-8")
     _plot_init(init, cfg, out)
     _plot_training(runs, cfg, out)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from scratchformer.data.synthetic import TASKS, make_task
 from scratchformer.experiments.registry import register
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.models.encoder import POSITIONALS, EncoderClassifier
 from scratchformer.viz.figures import new_figure, save_figure
 
@@ -199,17 +200,13 @@ def run(cfg: Config, out: Path) -> dict:
     """Train an encoder with sinusoidal, learned and no positional encoding on an order task."""
     _check(cfg)
     device = torch.device(cfg.device)
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)  # tiny matrices: extra threads cost more than they gain
     runs: dict[str, list[dict]] = {v: [] for v in cfg.variants}
     total = len(cfg.variants) * cfg.seeds * cfg.steps
-    try:
-        with tqdm(total=total, desc="positional.ablation", unit="step", leave=False) as bar:
-            for k in range(cfg.seeds):
-                for v in cfg.variants:
-                    runs[v].append(train_one(cfg, v, cfg.seed + k, device, bar))
-    finally:
-        torch.set_num_threads(old_threads)
+    with (torch_threads(cfg.threads),
+          tqdm(total=total, desc="positional.ablation", unit="step", leave=False) as bar):
+        for k in range(cfg.seeds):
+            for v in cfg.variants:
+                runs[v].append(train_one(cfg, v, cfg.seed + k, device, bar))
     accuracy = {v: _summary([r["test_accuracy"] for r in runs[v]]) for v in cfg.variants}
     tail = max(1, cfg.steps // 10)
     metrics: dict = {

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from scratchformer.analysis.pca import fit_pca
 from scratchformer.data.shakespeare import CharTokenizer, load_tiny_shakespeare, train_val_split
 from scratchformer.experiments.registry import register
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.generation import generate
 from scratchformer.models.gpt import GPT, GPTConfig
 from scratchformer.tokenizers import BPETokenizer
@@ -312,20 +313,6 @@ def _check(cfg: Any) -> None:
         raise ValueError(f"bpe_vocab must be >= 257 (256 bytes + 1 merge), got {cfg.bpe_vocab}")
 
 
-class _Threads:
-    """Set torch's thread count for a block (0 = leave it)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.old = n, torch.get_num_threads()
-
-    def __enter__(self) -> None:
-        if self.n:
-            torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        torch.set_num_threads(self.old)
-
-
 @register("shakespeare.char_vs_bpe", Config, full=FULL)
 def run(cfg: Config, out: Path) -> dict:
     """Char vs BPE GPT on Tiny Shakespeare at the same budget, in bits/char; nanoGPT baseline."""
@@ -337,7 +324,7 @@ def run(cfg: Config, out: Path) -> dict:
     samples = ["# Samples", "",
                f"Temperature {cfg.temperature}, top-k {cfg.top_k}, prompt a newline; "
                f"{cfg.steps} steps of a {cfg.n_layers}-layer width-{cfg.d_model} GPT.", ""]
-    with _Threads(cfg.threads):
+    with torch_threads(cfg.threads):
         for kind, data in datasets.items():
             r = train_lm(cfg, data, out / f"train_log_{kind}.jsonl")
             runs[kind] = r
@@ -466,7 +453,7 @@ def run_pca(cfg: PCAConfig, out: Path) -> dict:
         source = f"checkpoint {ckpt}"
     else:
         data = char_data(*load_text(cfg))
-        with _Threads(cfg.threads):
+        with torch_threads(cfg.threads):
             model = train_lm(cfg, data).model
         vocab = "".join(data.token_text)
         source = f"trained here ({cfg.steps} steps, width {cfg.d_model})"

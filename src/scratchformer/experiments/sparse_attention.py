@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from scratchformer.experiments.registry import register
 from scratchformer.experiments.shakespeare import char_data, estimate_loss, load_text, random_batch
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.functional.sparse import (
     layout_to_mask,
     local_layout,
@@ -179,19 +180,14 @@ def run(cfg: Config, out: Path) -> dict:
     _check(cfg)
     text_train, text_val = load_text(cfg)
     data = char_data(text_train, text_val)
-    old_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     runs: dict[str, list[dict]] = {b: [] for b in BACKENDS}
     start = time.perf_counter()
-    try:
+    with torch_threads(cfg.threads):
         for i in range(cfg.seeds):  # backends alternate, so load from outside hits both alike
             for backend in BACKENDS:
                 log = out / f"train_log_{backend}_seed{cfg.seed + i}.jsonl"
                 runs[backend].append(train_one(cfg, data.train, data.val, data.vocab_size,
                                                backend, cfg.seed + i, log))  # fmt: skip
-    finally:
-        torch.set_num_threads(old_threads)
     window, stride = window_stride(cfg)
     layout = window_strided_layout(cfg.context_len, cfg.sparse_block, window, stride)
     T = cfg.context_len
