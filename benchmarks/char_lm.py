@@ -15,6 +15,7 @@ Both models use our character vocabulary (the characters of the whole text, as n
 ``prepare.py`` builds it) and the standard 90/10 split. Run from the repository root::
 
     python -m benchmarks.char_lm --nanogpt PATH/TO/nanoGPT --seeds 0,1 --threads 1
+    python -m benchmarks.char_lm --nanogpt PATH/TO/nanoGPT --backends "" --tuned-lr 2e-3
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ class Contiguous(nn.Module):
         return self.model(x.contiguous(), None if y is None else y.contiguous())
 
 
-def build_models(nanogpt_path: Path, vocab: int, backends: list[str]) -> dict[str, nn.Module]:
-    """nanoGPT's GPT and ours (one per attention backend), all freshly initialised."""
+def build_models(nanogpt_path: Path, vocab: int, backends: list[str],
+                 tuned: bool = False) -> dict[str, nn.Module]:
+    """nanoGPT's GPT and ours (per attention backend, and the tuned one), freshly initialised."""
     module = load_nanogpt(nanogpt_path)
     ncfg = module.GPTConfig(block_size=SHAPE["context_len"], vocab_size=vocab,
                             n_layer=SHAPE["n_layers"], n_head=SHAPE["n_heads"],
@@ -73,6 +75,9 @@ def build_models(nanogpt_path: Path, vocab: int, backends: list[str]) -> dict[st
     for backend in backends:
         models[f"ours-{backend}"] = GPT(GPTConfig(vocab_size=vocab, dropout=0.0, bias=False,
                                                   attention_backend=backend, **SHAPE))
+    if tuned:
+        models["ours-tuned"] = GPT(GPTConfig(vocab_size=vocab, dropout=0.0, bias=False,
+                                             attention_backend="sdpa", kernels="torch", **SHAPE))
     return models
 
 
@@ -95,11 +100,17 @@ def make_step(model: nn.Module) -> tuple[Callable[[Tensor, Tensor, float], float
 
 
 def train_seed(nanogpt_path: Path, data, seed: int, steps: int, eval_batches: int,
-               backends: list[str]) -> dict:
-    """Train every model for ``steps`` steps on the same batches; losses and step times."""
+               backends: list[str], tuned_lr: float | None = None) -> dict:
+    """Train every model for ``steps`` steps on the same batches; losses and step times.
+
+    With ``tuned_lr`` an extra model, "ours-tuned" (PyTorch's element-wise kernels, the same
+    schedule scaled to peak ``tuned_lr``), trains alongside: our best settings at the same
+    step count, hence about the same wall time as nanoGPT's run.
+    """
     torch.manual_seed(seed)
     models = {}
-    for name, model in build_models(nanogpt_path, data.vocab_size, backends).items():
+    built = build_models(nanogpt_path, data.vocab_size, backends, tuned=tuned_lr is not None)
+    for name, model in built.items():
         torch.manual_seed(seed)  # same seed for every model's initialisation
         models[name] = model
     steps_fns = {name: make_step(m)[0] for name, m in models.items()}
@@ -112,8 +123,9 @@ def train_seed(nanogpt_path: Path, data, seed: int, steps: int, eval_batches: in
         lr = lr_at(s, steps)
         shift = s % len(names)
         for name in names[shift:] + names[:shift]:
+            scale = tuned_lr / LR if name == "ours-tuned" else 1.0
             w0, c0 = time.perf_counter(), time.process_time()
-            steps_fns[name](x, y, lr)
+            steps_fns[name](x, y, lr * scale)
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - w0)
     out: dict[str, dict] = {}
@@ -141,6 +153,8 @@ def main() -> None:
     p.add_argument("--eval-batches", type=int, default=200)
     p.add_argument("--backends", default="sdpa,scratch", help="our attention backends")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
+    p.add_argument("--tuned-lr", type=float, default=None,
+                   help="add ours-tuned: torch element-wise kernels, schedule peak at this lr")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     args = p.parse_args()
     if args.threads:
@@ -150,8 +164,9 @@ def main() -> None:
     info = machine_info(torch.device("cpu"))
     runs = {}
     for seed in (int(s) for s in args.seeds.split(",")):
+        backends = [b for b in args.backends.split(",") if b]
         runs[seed] = train_seed(args.nanogpt, data, seed, args.steps, args.eval_batches,
-                                args.backends.split(","))
+                                backends, args.tuned_lr)
         print(json.dumps({"seed": seed, **runs[seed]}), flush=True)
     names = list(next(iter(runs.values())))
     summary = {}
@@ -168,7 +183,8 @@ def main() -> None:
     report = {"machine": info, "steps": args.steps, "seeds": list(runs), "runs": runs,
               "summary": summary}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "char_lm.json").write_text(json.dumps(report, indent=1))
+    name = "char_lm" if args.tuned_lr is None else "char_lm_tuned"
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1))
     lines = ["| model | params | val loss (mean ± std) | wall ms/step | × nanoGPT | CPU ms/step "
              "| × nanoGPT |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, s in summary.items():
@@ -176,7 +192,7 @@ def main() -> None:
                      f"{s['val_loss_std']:.4f} | {s['wall_ms_per_step']:.1f} | "
                      f"{s['wall_ratio_to_nanogpt']:.3f} | {s['cpu_ms_per_step']:.1f} | "
                      f"{s['cpu_ratio_to_nanogpt']:.3f} |")
-    (args.out / "char_lm.md").write_text("\n".join(lines) + "\n")
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(json.dumps(info))
 
