@@ -123,6 +123,23 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_nli(args: argparse.Namespace) -> int:
+    """``scratchformer nli PREMISE HYPOTHESIS``: the label and its three probabilities."""
+    from scratchformer.experiments.nli import classify, load_classifier
+    from scratchformer.training.checkpoint import CheckpointError
+
+    try:
+        model, tok, _ = load_classifier(args.checkpoint)
+        probs = classify(model, tok, args.premise, args.hypothesis)
+    except (ValueError, TypeError, CheckpointError) as e:
+        print(f"scratchformer: error: {e}", file=sys.stderr)
+        return 2
+    print(max(probs, key=probs.__getitem__))
+    for label, p in probs.items():
+        print(f"  {label:<13} {p:.4f}")
+    return 0
+
+
 def _add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
     tp = sub.add_parser("tokenizer", help="train, or encode/decode with, a byte-level BPE")
     tsub = tp.add_subparsers(dest="action", required=True)
@@ -170,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(fn=_cmd_report)
 
     _add_tokenizer_parser(sub)
+
+    nli = sub.add_parser("nli", help="classify a premise/hypothesis pair with the NLI model")
+    nli.add_argument("premise")
+    nli.add_argument("hypothesis")
+    nli.add_argument("--checkpoint", default="results/nli.snli/checkpoint",
+                     help="folder written by 'run nli.snli' (default: %(default)s)")
+    nli.set_defaults(fn=_cmd_nli)
     return p
 
 

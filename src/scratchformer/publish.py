@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 
 KEEP_SUFFIXES = {".png", ".json", ".md"}
-MAX_BYTES = 600_000
+MAX_BYTES = 250_000
 
 
 def publish(results: Path, dest: Path) -> list[Path]:

@@ -7,7 +7,13 @@ from scratchformer.experiments import (  # noqa: F401  isort: skip
     attention,
     feedforward,
     gpt_arithmetic,
+    lowrank,
+    moe,
+    nli,
+    norm_geometry,
+    norm_placement,
     positional,
     positional_ablation,
     shakespeare,
+    sparse_attention,
 )
