@@ -111,7 +111,7 @@ FULL = {"train_size": 0, "eval_size": 0, "bpe_vocab": 3000, "n_layers": 2, "n_he
         "d_model": 128, "epochs": 4.0, "batch_size": 64, "pretrain_steps": 800,
         "pretrain_batch": 32, "shakespeare_chars": 0, "curve_sizes": (1000, 5000, 10000, 0),
         "variants": ("dense:dense:scratch", "dense:dense:pretrained", "block_sparse:dense:scratch",
-                     "dense:moe:scratch"),
+                     "dense:moe:scratch", "block_sparse:moe:scratch"),
         "latency_examples": 100, "threads": 2}
 
 
