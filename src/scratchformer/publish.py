@@ -7,6 +7,7 @@ files (PNG figures, metrics.json, Markdown tables) so the published set stays li
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -26,7 +27,28 @@ def publish(results: Path, dest: Path) -> list[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
             copied.append(target)
+    write_index(results, dest)
     return copied
+
+
+def write_index(results: Path, dest: Path) -> Path:
+    """``dest/README.md``: one row per published study with its profile, run time and figures."""
+    rows = ["# Published study results", "",
+            "Full-profile records copied by `make publish` (`python -m scratchformer.publish`); "
+            "each folder holds the study's `metrics.json` (config, seed, versions, metrics) and "
+            "figures.", "", "| study | profile | wall time (s) | finished | figures |",
+            "|---|---|---:|---|---|"]
+    for path in sorted(Path(results).glob("*/metrics.json")):
+        rec = json.loads(path.read_text())
+        study = rec["study"]
+        figs = ", ".join(f"[{f}]({study}/{f})" for f in rec.get("figures", [])
+                         if (Path(dest) / study / f).is_file())
+        rows.append(f"| [{study}]({study}/metrics.json) | {rec['profile']} | "
+                    f"{rec['wall_time_s']:.0f} | {rec['finished_at'][:10]} | {figs} |")
+    index = Path(dest) / "README.md"
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text("\n".join(rows) + "\n")
+    return index
 
 
 def main() -> None:
