@@ -27,7 +27,8 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -n $(PYTEST_WORKERS) tests
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --nbmake notebooks
+	# One torch thread per notebook kernel: two kernels share the two cores.
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --nbmake notebooks
 
 # Full-profile figures that the docs and notebooks cite (small PNGs under docs/results/).
 publish: $(STAMP)

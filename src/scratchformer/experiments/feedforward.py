@@ -41,6 +41,7 @@ from scratchformer.analysis.gradient_flow import (
     zero_fraction,
 )
 from scratchformer.experiments.registry import register
+from scratchformer.experiments.threads import torch_threads
 from scratchformer.functional.activations import (
     activation_derivative,
     gelu,
@@ -71,6 +72,7 @@ class Config:
     train_seeds: int = 2
     log_every: int = 10
     approx_points: int = 200_001
+    threads: int = 1  # width-128 layers: a second thread mostly waits (0 = torch's default)
     seed: int = 0
 
 
@@ -443,6 +445,12 @@ def _check_config(cfg: Config) -> None:
 def run(cfg: Config, out: Path) -> dict:
     """GELU vs ReLU in deep FFN stacks: per-layer gradient norms, dead units, training."""
     _check_config(cfg)
+    with torch_threads(cfg.threads):
+        return _run(cfg, out)
+
+
+def _run(cfg: Config, out: Path) -> dict:
+    """The body of `run`, at the configured thread count."""
     out = Path(out)
     approx = tanh_approximation_error(cfg.approx_points)
     _plot_activations(out)
