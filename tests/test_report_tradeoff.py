@@ -63,3 +63,9 @@ def test_report_has_speed_vs_accuracy_section(tmp_path):
     assert "## Speed vs accuracy" in text and "| sparse | 180 | 1.55 | yes |" in text
     assert (tmp_path / "tradeoff.png").stat().st_size > 1000
     assert "data:image/png;base64" in html.read_text()
+
+
+def test_numbers_are_formatted_for_reading():
+    from scratchformer.report.tradeoff import fmt
+
+    assert fmt(57520.3) == "57,520" and fmt(2.86234) == "2.862" and fmt(-1500.0) == "-1,500"

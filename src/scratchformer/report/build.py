@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scratchformer.report.tradeoff import analysis, collect, pareto_front, plot_tradeoffs
+from scratchformer.report.tradeoff import analysis, collect, fmt, pareto_front, plot_tradeoffs
 
 
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -118,15 +118,15 @@ def _tradeoff_section(tradeoffs: list, out: Path) -> tuple[list[str], list[str]]
         front = set(pareto_front(t.points, t.higher_is_better))
         md += [f"### {t.study}", "", f"| variant | {t.speed_name} | {t.quality_name} | Pareto |",
                "|---|---:|---:|:---:|"]
-        md += [f"| {p['variant']} | {_fmt(p['speed'])} | {_fmt(p['quality'])} | "
+        md += [f"| {p['variant']} | {fmt(p['speed'])} | {fmt(p['quality'])} | "
                f"{'yes' if p['variant'] in front else ''} |" for p in t.points]
         lines = analysis(t)
         md += ["", *lines, ""]
         body.append(f"<h3>{html.escape(t.study)}</h3><table><tr><th>variant</th>"
                     f"<th>{html.escape(t.speed_name)}</th><th>{html.escape(t.quality_name)}</th>"
                     "<th>Pareto</th></tr>")
-        body += [f"<tr><td>{html.escape(str(p['variant']))}</td><td>{_fmt(p['speed'])}</td>"
-                 f"<td>{_fmt(p['quality'])}</td><td>{'yes' if p['variant'] in front else ''}"
+        body += [f"<tr><td>{html.escape(str(p['variant']))}</td><td>{fmt(p['speed'])}</td>"
+                 f"<td>{fmt(p['quality'])}</td><td>{'yes' if p['variant'] in front else ''}"
                  "</td></tr>" for p in t.points]
         body.append("</table><ul>" + "".join(
             f"<li>{html.escape(line[2:]).replace('**', '')}</li>" for line in lines) + "</ul>")

@@ -20,7 +20,12 @@ from typing import Any
 
 from scratchformer.viz.figures import new_figure, save_figure
 
-__all__ = ["Tradeoff", "analysis", "collect", "pareto_front", "plot_tradeoffs"]
+__all__ = ["Tradeoff", "analysis", "collect", "fmt", "pareto_front", "plot_tradeoffs"]
+
+
+def fmt(x: float) -> str:
+    """A number for prose and tables: thousands separators for large values, else 4 digits."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.4g}"
 
 
 @dataclass
@@ -116,12 +121,12 @@ def analysis(t: Tradeoff) -> list[str]:
             verdict = "better" if better else ("equal" if delta == 0 else "worse")
             lines.append(
                 f"- **{p['variant']}** runs at {speedup:.2f}× the speed of {t.baseline} "
-                f"({p['speed']:.4g} vs {base['speed']:.4g} {t.speed_name}) with "
-                f"{t.quality_name} {p['quality']:.4g} vs {base['quality']:.4g} "
+                f"({fmt(p['speed'])} vs {fmt(base['speed'])} {t.speed_name}) with "
+                f"{t.quality_name} {fmt(p['quality'])} vs {fmt(base['quality'])} "
                 f"({delta:+.4g}, {verdict}).")
     best = max(t.points, key=lambda p: p["quality"] if t.higher_is_better else -p["quality"])
     fastest = max(t.points, key=lambda p: p["speed"])
-    lines.append(f"- Best {t.quality_name}: **{best['variant']}** ({best['quality']:.4g}); "
-                 f"fastest: **{fastest['variant']}** ({fastest['speed']:.4g} {t.speed_name}).")
+    lines.append(f"- Best {t.quality_name}: **{best['variant']}** ({fmt(best['quality'])}); "
+                 f"fastest: **{fastest['variant']}** ({fmt(fastest['speed'])} {t.speed_name}).")
     lines.append(f"- Pareto front (no variant is both faster and better): {', '.join(front)}.")
     return lines
