@@ -16,17 +16,24 @@ MAX_BYTES = 250_000
 
 
 def publish(results: Path, dest: Path) -> list[Path]:
-    """Copy every small figure/metrics file under ``results/<study>/`` to ``dest/<study>/``."""
+    """Copy each study's metrics, its listed figures and its top-level Markdown tables to
+    ``dest/<study>/`` when small; checkpoints, logs and tokenizers stay behind."""
     results, dest = Path(results), Path(dest)
-    if not any(results.glob("*/metrics.json")):
+    records = sorted(results.glob("*/metrics.json"))
+    if not records:
         raise FileNotFoundError(f"no study results under {results}")
     copied = []
-    for path in sorted(results.rglob("*")):
-        if path.is_file() and path.suffix in KEEP_SUFFIXES and path.stat().st_size <= MAX_BYTES:
-            target = dest / path.relative_to(results)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-            copied.append(target)
+    for metrics in records:
+        study_dir = metrics.parent
+        figures = json.loads(metrics.read_text()).get("figures", [])
+        wanted = [metrics, *(study_dir / f for f in figures), *sorted(study_dir.glob("*.md"))]
+        for path in wanted:
+            if path.is_file() and path.suffix in KEEP_SUFFIXES and \
+                    path.stat().st_size <= MAX_BYTES:
+                target = dest / path.relative_to(results)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                copied.append(target)
     write_index(results, dest)
     return copied
 
