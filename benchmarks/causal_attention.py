@@ -44,6 +44,7 @@ from benchmarks.common import (
     interleaved_timings,
     machine_info,
     peak_cuda_bytes,
+    positive_ints,
     rss_rise_bytes,
     run_json_subprocess,
     summarize,
@@ -476,20 +477,10 @@ def plot(report: dict, path: Path) -> Path:
 # --- command line ------------------------------------------------------------------------------
 
 
-def _lengths(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"lengths must be positive, got {text!r}")
-    return values
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", type=_lengths, default=FULL_LENGTHS)
+    p.add_argument("--lengths", type=positive_ints, default=FULL_LENGTHS)
     p.add_argument("--repeats", type=int, default=7, help="most timed rounds per length and mode")
     p.add_argument("--min-repeats", type=int, default=3, help="fewest rounds, however slow")
     p.add_argument("--budget-s", type=float, default=20.0,

@@ -20,6 +20,7 @@ subprocess of a large benchmark process would start with the parent's peak.)
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -225,3 +226,14 @@ def machine_info(device: torch.device) -> dict[str, object]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated positive ints, e.g. ``--lengths 256,1024``."""
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
+    return values

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from benchmarks.common import (
     interleaved_timings,
     machine_info,
+    positive_ints,
     rss_rise_bytes,
     run_json_subprocess,
     summarize,
@@ -320,20 +321,10 @@ def plot(report: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
-    return values
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--lengths", type=_ints, default=FULL_LENGTHS)
+    p.add_argument("--lengths", type=positive_ints, default=FULL_LENGTHS)
     p.add_argument("--repeats", type=int, default=5, help="most timed rounds per length and mode")
     p.add_argument("--min-repeats", type=int, default=1, help="fewest rounds, however slow")
     p.add_argument("--budget-s", type=float, default=8.0,
@@ -348,7 +339,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="skip dense_masked when its L×L fp32 scores exceed this")  # fmt: skip
     p.add_argument("--max-dense-length", type=int, default=8192,
                    help="skip the SDPA paths above this length")  # fmt: skip
-    p.add_argument("--fit-range", type=_ints, default=(1024, 16384), help="LO,HI of the fit")
+    p.add_argument("--fit-range", type=positive_ints, default=(1024, 16384),
+                   help="LO,HI of the fit")
     p.add_argument("--no-memory", dest="memory", action="store_false")
     p.add_argument("--out", type=Path, default=Path("results/benchmarks"))
     p.add_argument("--figure", type=Path, default=FIGURE, help="where the log-log plot goes")

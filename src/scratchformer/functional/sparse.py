@@ -20,7 +20,6 @@ scores instead of L²; the cost analysis is in docs/derivations/sparse-attention
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +27,7 @@ from functools import lru_cache
 import torch
 
 from scratchformer.functional.attention import masked_softmax
+from scratchformer.validation import check_int
 
 __all__ = [
     "SparseLayout",
@@ -60,8 +60,8 @@ class SparseLayout:
     mask: torch.Tensor
 
     def __post_init__(self) -> None:
-        _positive_int("length", self.length)
-        _positive_int("block", self.block)
+        check_int("length", self.length)
+        check_int("block", self.block)
         nb = self.n_blocks
         if self.key_index.dtype != torch.int64 or self.key_index.ndim != 2:
             raise ValueError(
@@ -113,14 +113,6 @@ class SparseLayout:
 
 
 # --- constructors ------------------------------------------------------------------------------
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def _check_causal(causal: object) -> bool:
@@ -193,8 +185,8 @@ def _stride_candidates(length: int, stride: int, width: int, causal: bool):
 
 def local_layout(length: int, block: int, window: int, *, causal: bool = True) -> SparseLayout:
     """Sliding window: query i sees keys i-window+1..i (causal) or |i - j| < window (not causal)."""
-    length, block = _positive_int("length", length), _positive_int("block", block)
-    window, causal = _positive_int("window", window), _check_causal(causal)
+    length, block = check_int("length", length), check_int("block", block)
+    window, causal = check_int("window", window), _check_causal(causal)
     return _from_predicate(
         length, block, causal, _window_candidates(length, window, causal),
         _window_allowed(window, causal),
@@ -202,7 +194,7 @@ def local_layout(length: int, block: int, window: int, *, causal: bool = True) -
 
 
 def _check_stride(stride: object, width: object) -> tuple[int, int]:
-    stride, width = _positive_int("stride", stride), _positive_int("width", width)
+    stride, width = check_int("stride", stride), check_int("width", width)
     if width > stride:
         raise ValueError(f"width must be <= stride={stride}, got {width}")
     return stride, width
@@ -216,7 +208,7 @@ def strided_layout(
     width=1 is "every s-th token" (positions s-1, 2s-1, ...); width=block with block | stride
     makes the summary positions whole blocks. Causal layouts keep only j <= i.
     """
-    length, block = _positive_int("length", length), _positive_int("block", block)
+    length, block = check_int("length", length), check_int("block", block)
     stride, width = _check_stride(stride, width)
     causal = _check_causal(causal)
     return _from_predicate(
@@ -229,8 +221,8 @@ def window_strided_layout(
     length: int, block: int, window: int, stride: int, *, width: int = 1, causal: bool = True
 ) -> SparseLayout:
     """Union of `local_layout` (window) and `strided_layout` (stride, width), built in one pass."""
-    length, block = _positive_int("length", length), _positive_int("block", block)
-    window, causal = _positive_int("window", window), _check_causal(causal)
+    length, block = check_int("length", length), check_int("block", block)
+    window, causal = check_int("window", window), _check_causal(causal)
     stride, width = _check_stride(stride, width)
     win_c = _window_candidates(length, window, causal)
     str_c = _stride_candidates(length, stride, width, causal)
@@ -293,10 +285,10 @@ class SparsePattern:
     width: int = 1
 
     def __post_init__(self) -> None:
-        _positive_int("block", self.block)
+        check_int("block", self.block)
         for name in ("window", "stride"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                check_int(name, getattr(self, name))
         if self.stride is not None:
             _check_stride(self.stride, self.width)
 

@@ -40,6 +40,7 @@ from scratchformer.nn.feedforward import FeedForward
 from scratchformer.nn.kv_cache import KVCache
 from scratchformer.nn.moe import MoEFeedForward
 from scratchformer.nn.norm import KERNELS, NORMS, LayerNorm, check_kernels
+from scratchformer.validation import check_int
 
 __all__ = ["GPT", "GPT_POSITIONALS", "IGNORE_INDEX", "GPTConfig"]
 
@@ -48,14 +49,6 @@ IGNORE_INDEX = -100
 """Targets equal to this take no part in the loss (PyTorch's cross-entropy default)."""
 
 INIT_STD = 0.02
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
@@ -124,14 +117,14 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_len", "n_layers", "n_heads", "d_model"):
-            _positive_int(name, getattr(self, name))
+            check_int(name, getattr(self, name))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model must be divisible by n_heads, got d_model={self.d_model} and "
                 f"n_heads={self.n_heads}"
             )
         if self.d_hidden is not None:
-            _positive_int("d_hidden", self.d_hidden)
+            check_int("d_hidden", self.d_hidden)
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
             raise TypeError(f"dropout must be a float, got {type(self.dropout).__name__}")
         if not 0.0 <= self.dropout < 1.0:
@@ -140,10 +133,10 @@ class GPTConfig:
         _flag("tie_weights", self.tie_weights)
         _choice("positional", self.positional, GPT_POSITIONALS)
         _choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
-        _positive_int("sparse_block", self.sparse_block)
+        check_int("sparse_block", self.sparse_block)
         for name in ("sparse_window", "sparse_stride"):
             if getattr(self, name) is not None:
-                _positive_int(name, getattr(self, name))
+                check_int(name, getattr(self, name))
         _choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
         _choice("norm", self.norm, NORMS)
         _choice("norm_position", self.norm_position, NORM_POSITIONS)
