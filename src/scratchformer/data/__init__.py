@@ -15,6 +15,7 @@ from scratchformer.data.errors import (
 )
 from scratchformer.data.resolve import cache_dir, is_offline, mirror_dir, resolve, resolve_file
 from scratchformer.data.shakespeare import CharTokenizer, load_tiny_shakespeare, train_val_split
+from scratchformer.data.snli import load_snli
 
 __all__ = [
     "CATALOGUE",
@@ -31,6 +32,7 @@ __all__ = [
     "get_dataset",
     "get_file",
     "is_offline",
+    "load_snli",
     "load_tiny_shakespeare",
     "mirror_dir",
     "resolve",
