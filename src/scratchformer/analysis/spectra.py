@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scratchformer.analysis import rank
+
 __all__ = [
     "cumulative_energy",
     "energy_rank",
@@ -58,7 +60,7 @@ def _check_spectrum(eigenvalues: object) -> Tensor:
 
 def singular_values(x: Tensor) -> Tensor:
     """Singular values of the 2-D ``x`` in float64, largest first (length ``min(x.shape)``)."""
-    return torch.linalg.svdvals(_check_matrix("x", x))
+    return rank.singular_values(_check_matrix("x", x))
 
 
 def gram_eigenvalues(x: Tensor) -> Tensor:
@@ -100,19 +102,19 @@ def entropy_effective_rank(eigenvalues: Tensor) -> float:
 
 
 def numerical_rank(x: Tensor, rtol: float | None = None) -> int:
-    """Number of singular values of ``x`` above ``rtol * largest``.
+    """Number of singular values of ``x`` above ``rtol * largest``: `rank.numerical_rank` of the
+    float64 matrix with a relative threshold.
 
     Default ``rtol = max(x.shape) * eps(float64)``, the usual threshold below which a direction
-    cannot be told apart from rounding error.
+    cannot be told apart from rounding error (`rank.rank_tolerance`).
     """
-    s = singular_values(x)
-    if rtol is None:
-        rtol = max(x.shape) * torch.finfo(torch.float64).eps
-    if rtol < 0:
+    x = _check_matrix("x", x)
+    if rtol is not None and rtol < 0:
         raise ValueError(f"rtol must be >= 0, got {rtol}")
-    if s.numel() == 0 or s[0] == 0:
+    if x.numel() == 0:
         return 0
-    return int((s > rtol * s[0]).sum())
+    tol = None if rtol is None else rtol * float(singular_values(x)[0])
+    return int(rank.numerical_rank(x, tol))
 
 
 def toeplitz_deviation(matrix: Tensor) -> float:

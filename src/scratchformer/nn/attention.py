@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from scratchformer.functional.attention import attention_weights, scaled_dot_product_attention
+from scratchformer.functional.linear import affine
 from scratchformer.functional.sparse import SparsePattern, block_sparse_attention, layout_to_mask
 from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
 
@@ -32,13 +33,6 @@ def check_backend(backend: object) -> str:
     if not isinstance(backend, str) or backend not in ATTENTION_BACKENDS:
         raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
     return backend
-
-
-def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``x @ w + b`` over the last axis of ``x``; with a bias as one ``addmm`` (no extra add)."""
-    if b is None:
-        return x @ w
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
 
 
 class MultiHeadAttention(nn.Module):
@@ -112,7 +106,7 @@ class MultiHeadAttention(nn.Module):
 
     def _project(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         """``x @ w + b`` split into heads: (B, T, d_model) -> (B, H, T, head_dim)."""
-        return self._split_heads(_affine(x, w, b))
+        return self._split_heads(affine(x, w, b))
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K, V of self-attention from one matrix product with ``[W_q | W_k | W_v]``.
@@ -123,7 +117,7 @@ class MultiHeadAttention(nn.Module):
         """
         w = torch.cat((self.w_q, self.w_k, self.w_v), dim=1)
         b = None if self.b_q is None else torch.cat((self.b_q, self.b_k, self.b_v))
-        q, k, v = _affine(x, w, b).split(self.d_model, dim=-1)
+        q, k, v = affine(x, w, b).split(self.d_model, dim=-1)
         return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
     def forward(
@@ -190,7 +184,7 @@ class MultiHeadAttention(nn.Module):
             )
         B, _, L, _ = heads.shape
         merged = heads.transpose(1, 2).reshape(B, L, self.d_model)
-        out = _affine(merged, self.w_o, self.b_o)
+        out = affine(merged, self.w_o, self.b_o)
         return (out, weights) if need_weights else out
 
     def _sparse_forward(self, q, k, v, attn_mask, is_causal, need_weights, kv_cache):
@@ -215,7 +209,7 @@ class MultiHeadAttention(nn.Module):
         else:
             heads = block_sparse_attention(q, k, v, layout)
         B, _, L, _ = heads.shape
-        out = _affine(heads.transpose(1, 2).reshape(B, L, self.d_model), self.w_o, self.b_o)
+        out = affine(heads.transpose(1, 2).reshape(B, L, self.d_model), self.w_o, self.b_o)
         return (out, weights) if need_weights else out
 
     def _check_input(self, name: str, t: torch.Tensor) -> None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from scratchformer.functional.activations import ACTIVATIONS, get_activation
+from scratchformer.functional.linear import affine
 
 __all__ = ["TORCH_ACTIVATIONS", "FeedForward"]
 
@@ -22,13 +23,6 @@ TORCH_ACTIVATIONS = {
     "relu": nn.functional.relu,
 }
 """PyTorch's fused kernel for each name in `ACTIVATIONS` (``kernels="torch"``)."""
-
-
-def _affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """``x @ w + b`` over the last axis of ``x``; with a bias as one ``addmm`` (no extra pass)."""
-    if b is None:
-        return x @ w
-    return torch.addmm(b, x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[-1])
 
 
 def _check_positive_int(value: object, name: str) -> int:
@@ -109,14 +103,14 @@ class FeedForward(nn.Module):
             raise ValueError(
                 f"x must have shape (..., {self.d_model}) (d_model), got {tuple(x.shape)}"
             )
-        return _affine(x, self.w1, self.b1)
+        return affine(x, self.w1, self.b1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the FFN to every position: (..., d_model) → (..., d_model)."""
         h = self.act(self.hidden(x))
         if self.dropout > 0.0 and self.training:
             h = nn.functional.dropout(h, p=self.dropout, training=True)
-        return _affine(h, self.w2, self.b2)
+        return affine(h, self.w2, self.b2)
 
     def extra_repr(self) -> str:
         """Shown inside ``repr(module)``."""
