@@ -1,0 +1,47 @@
+"""Every study's quick and full profile keep computing the same thing.
+
+``fixtures/study_configs.json`` holds ``dataclasses.asdict(study.config(profile))`` for every
+registered study and profile. A refactor of the config classes may move fields into shared
+bases or rename them (listed in ``ALIASES``), but the values a study runs with must not change.
+Regenerate the fixture only on purpose, when a profile is meant to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from scratchformer.experiments import registry
+
+FIXTURE = Path(__file__).parent / "fixtures" / "study_configs.json"
+PINNED: dict[str, dict] = json.loads(FIXTURE.read_text())
+
+# (study, old field name) -> new field name, for fields renamed since the fixture was made.
+ALIASES: dict[tuple[str, str], str] = {}
+# Fields removed from a study's config because they never affected its results.
+DROPPED: dict[str, set[str]] = {}
+
+
+def _normalise(value: object) -> object:
+    """JSON's view of a config value (tuples are lists, other objects their str)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def test_fixture_covers_every_study_and_profile():
+    keys = {f"{name}:{p}" for name in registry.studies() for p in registry.PROFILES}
+    assert keys == set(PINNED)
+
+
+@pytest.mark.parametrize("key", sorted(PINNED))
+def test_profile_config_unchanged(key):
+    name, profile = key.split(":")
+    cfg = _normalise(dataclasses.asdict(registry.get(name).config(profile)))
+    expected = {}
+    for field, value in PINNED[key].items():
+        if field in DROPPED.get(name, set()):
+            continue
+        expected[ALIASES.get((name, field), field)] = value
+    assert cfg == expected
