@@ -102,3 +102,22 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip("no data mirror: SCRATCHFORMER_DATA is unset and ../shared/data is absent")
     return path
+
+
+TINY_CHAR_LM: dict[str, object] = {
+    "text_chars": 20_000, "val_chars": 2_000, "n_heads": 2, "d_model": 16, "context_len": 16,
+    "batch_size": 4, "steps": 6, "warmup_steps": 1, "eval_batches": 2, "threads": 1,
+}
+"""Settings of a char-LM study (a `CharTextConfig`) small enough to train in about a second."""
+
+
+@pytest.fixture
+def tiny_char_lm(monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> dict[str, object]:
+    """`TINY_CHAR_LM` (a fresh copy), with the data mirror set and downloads refused.
+
+    Tests add what their study needs: ``{**tiny_char_lm, "eval_every": 3, "n_layers": 1}``,
+    then ``dataclasses.replace(study.config("quick"), **settings)``.
+    """
+    monkeypatch.setenv("SCRATCHFORMER_DATA", str(shared_data))
+    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
+    return dict(TINY_CHAR_LM)

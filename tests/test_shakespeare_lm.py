@@ -15,18 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratchformer.experiments.registry import get
+from scratchformer.data.lm_text import TokenizedText, bpe_data, char_data, random_batch
+from scratchformer.experiments.kit import load_char_model
+from scratchformer.experiments.registry import StudyError, get
 from scratchformer.experiments.runner import run_study
-from scratchformer.experiments.shakespeare import (
-    TokenizedText,
-    bits_per_char,
-    bpe_data,
-    char_data,
-    load_char_checkpoint,
-    random_batch,
-    sequence_nll,
-    text_bits_per_char,
-)
+from scratchformer.training.lm_metrics import bits_per_char, sequence_nll, text_bits_per_char
 
 
 class Bigram(nn.Module):
@@ -95,20 +88,11 @@ def test_tokenizers_cover_every_validation_character():
 
 
 @pytest.fixture
-def tiny_overrides() -> dict:
-    return {"text_chars": 20_000, "bpe_vocab": 270, "n_layers": 1, "n_heads": 2, "d_model": 16,
-            "context_len": 16, "steps": 6, "warmup_steps": 1, "eval_every": 3,
-            "eval_batches": 2, "val_chars": 600, "threads": 1}
+def tiny_overrides(tiny_char_lm) -> dict:
+    return {**tiny_char_lm, "bpe_vocab": 270, "n_layers": 1, "eval_every": 3, "val_chars": 600}
 
 
-def _env(monkeypatch: pytest.MonkeyPatch, shared_data) -> None:
-    monkeypatch.setenv("SCRATCHFORMER_DATA", str(shared_data))
-    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
-
-
-def test_char_vs_bpe_and_embedding_pca_run_tiny(tmp_path, monkeypatch, shared_data,
-                                                tiny_overrides):
-    _env(monkeypatch, shared_data)
+def test_char_vs_bpe_and_embedding_pca_run_tiny(tmp_path, tiny_overrides):
     study = get("shakespeare.char_vs_bpe")
     cfg = dataclasses.replace(study.config("quick"), sample_chars=30, n_samples=1,
                               **tiny_overrides)
@@ -121,7 +105,7 @@ def test_char_vs_bpe_and_embedding_pca_run_tiny(tmp_path, monkeypatch, shared_da
     assert m["char"]["chars_per_token"] == 1.0 < m["bpe"]["chars_per_token"]
     assert "## bpe model" in (out / "samples.md").read_text()
     assert (out / "curves.png").is_file()
-    model, vocab = load_char_checkpoint(out / "char_model.pt")
+    model, vocab = load_char_model(out / "char_model.pt")
     assert model.config.vocab_size == len(vocab) == m["char"]["vocab_size"]
 
     # the PCA study picks up that checkpoint from the sibling folder
@@ -136,9 +120,7 @@ def test_char_vs_bpe_and_embedding_pca_run_tiny(tmp_path, monkeypatch, shared_da
     assert "sigma_i^2/(V-1)" in (tmp_path / "shakespeare.embedding_pca" / "pca.md").read_text()
 
 
-def test_embedding_pca_trains_its_own_model_without_checkpoint(tmp_path, monkeypatch,
-                                                               shared_data, tiny_overrides):
-    _env(monkeypatch, shared_data)
+def test_embedding_pca_trains_its_own_model_without_checkpoint(tmp_path, tiny_overrides):
     pca = get("shakespeare.embedding_pca")
     fields = {f.name for f in dataclasses.fields(pca.config_cls)}
     cfg = dataclasses.replace(pca.config("quick"), reuse_checkpoint=False, n_labels=5,
@@ -150,9 +132,14 @@ def test_embedding_pca_trains_its_own_model_without_checkpoint(tmp_path, monkeyp
     assert ratios == sorted(ratios, reverse=True)
 
 
-def test_bad_config_fails_early(tmp_path):
+def test_bad_config_fails_when_built():
     study = get("shakespeare.char_vs_bpe")
     with pytest.raises(ValueError, match="bpe_vocab"):
-        study.run(dataclasses.replace(study.config("quick"), bpe_vocab=100), tmp_path)
+        dataclasses.replace(study.config("quick"), bpe_vocab=100)
     with pytest.raises(ValueError, match="steps"):
-        study.run(dataclasses.replace(study.config("quick"), steps=0), tmp_path)
+        dataclasses.replace(study.config("quick"), steps=0)
+    for key, value, what in (("steps", "-1", "steps"), ("lr", "nan", "lr"),
+                             ("temperature", "0", "temperature"),
+                             ("warmup_steps", "100", "warmup_steps")):
+        with pytest.raises(StudyError, match=what):
+            study.config("quick", {key: value})

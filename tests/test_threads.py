@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scratchformer.experiments.threads import torch_threads
+from scratchformer.experiments.kit.threads import torch_threads
 
 
 def test_sets_and_restores_even_on_error():

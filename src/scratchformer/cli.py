@@ -24,23 +24,23 @@ def _parse_sets(pairs: list[str]) -> dict[str, str]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from scratchformer.experiments.registry import studies
+    from scratchformer.experiments.registry import descriptions
 
-    all_studies = studies()
-    width = max((len(n) for n in all_studies), default=0)
-    for name, study in all_studies.items():
-        print(f"{name:<{width}}  {study.description}")
+    names = descriptions()
+    width = max((len(n) for n in names), default=0)
+    for name, description in names.items():
+        print(f"{name:<{width}}  {description}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from scratchformer.experiments.registry import get, studies
+    from scratchformer.experiments.registry import CATALOG, get
     from scratchformer.experiments.runner import run_study
 
     overrides = _parse_sets(args.set or [])
-    names = list(studies()) if args.name == "all" else [args.name]
+    names = sorted(CATALOG) if args.name == "all" else [args.name]
     selected = [get(n) for n in names]
-    # Validate every config before spending time on any run.
+    # Build (and so check) every config before spending time on any run.
     configs = []
     for study in selected:
         if args.name == "all" and overrides:

@@ -1,19 +1,5 @@
-"""Studies: one module per experiment; importing this package registers them all."""
+"""Studies: one module per experiment, declared in `registry.CATALOG` and imported on use."""
 
-from scratchformer.experiments.registry import get, register, studies  # noqa: F401
+from scratchformer.experiments.registry import CATALOG, get, register, studies
 
-# Study modules register themselves on import. Keep this list sorted.
-from scratchformer.experiments import (  # noqa: F401  isort: skip
-    attention,
-    feedforward,
-    gpt_arithmetic,
-    lowrank,
-    moe,
-    nli,
-    norm_geometry,
-    norm_placement,
-    positional,
-    positional_ablation,
-    shakespeare,
-    sparse_attention,
-)
+__all__ = ["CATALOG", "get", "register", "studies"]

@@ -1,13 +1,17 @@
 """The study registry: every experiment is a named (Config dataclass, run function) pair.
 
-A study module declares a ``@dataclass Config`` whose defaults are the quick profile, and a
-``run(cfg, out) -> dict`` that writes its figures under ``out`` and returns its metrics.
-``@register(name, Config, full={...})`` records it; ``full`` overrides give the full profile.
+`CATALOG` declares each study (name -> module, one-line description) without importing it, so
+``scratchformer list`` and argument errors answer before torch loads. A study module declares a
+``@dataclass Config`` (a `StudyConfig` from the kit, checked when built) whose defaults are the
+quick profile, and a ``run(cfg, out) -> dict`` that writes its figures under ``out`` and returns
+its metrics. ``@register(name, Config, full={...})`` records it when the module is imported;
+``full`` overrides give the full profile.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from collections.abc import Callable
@@ -16,6 +20,56 @@ from pathlib import Path
 from typing import Any
 
 PROFILES = ("quick", "full")
+
+_PKG = "scratchformer.experiments"
+CATALOG: dict[str, tuple[str, str]] = {
+    "attention.sdpa_match": (
+        "attention",
+        "Our attention (derived backward) vs torch SDPA: outputs, gradients, float32 error."),
+    "feedforward.gradient_flow": (
+        "feedforward",
+        "GELU vs ReLU in deep FFN stacks: per-layer gradient norms, dead units, training."),
+    "gpt.arithmetic": (
+        "gpt_arithmetic",
+        "Train a GPT on held-out arithmetic: answer perplexity, exact match, QKᵀ ranks, "
+        "attention."),
+    "gpt.hf_baseline": (
+        "gpt_arithmetic",
+        "Our GPT (scratch and sdpa attention) vs Hugging Face GPT-2, same data and trainer."),
+    "lowrank.approximation": (
+        "lowrank",
+        "Truncated SVD vs Nyström vs Linformer on a trained char GPT's attention maps."),
+    "moe.shakespeare": (
+        "moe",
+        "Dense vs MoE (top-1, top-2) vs DeepSeekMoE at equal active parameters; load balance."),
+    "nli.snli": (
+        "nli",
+        "NLI on SNLI: GPT classifier from scratch vs pretrained, against three baselines."),
+    "norm.geometry": (
+        "norm_geometry",
+        "LayerNorm in 3-d: points, their projection on x+y+z=0, outputs on the circle of "
+        "radius √3."),
+    "norm.placement": (
+        "norm_placement",
+        "Pre-LN vs Post-LN: gradient norms per layer at init, divergence with/without warmup."),
+    "positional.ablation": (
+        "positional_ablation",
+        "Train an encoder with sinusoidal, learned and no positional encoding on an order task."),
+    "positional.encoding": (
+        "positional",
+        "Sinusoidal positions: rotation identity, Toeplitz Gram matrix, effective rank."),
+    "shakespeare.char_vs_bpe": (
+        "char_vs_bpe",
+        "Char vs BPE GPT on Tiny Shakespeare at the same budget, in bits/char; nanoGPT "
+        "baseline."),
+    "shakespeare.embedding_pca": (
+        "embedding_pca",
+        "PCA (our SVD-based one) of the char model's token embedding: scatter, variance curve."),
+    "sparse.quality": (
+        "sparse_attention",
+        "Dense vs block-sparse attention in a char GPT at the same budget: loss and tokens/s."),
+}
+"""Every study: name -> (module under scratchformer.experiments, one-line description)."""
 
 
 class StudyError(ValueError):
@@ -39,6 +93,13 @@ class Study:
         """Build the config for ``profile`` with string ``overrides`` parsed to field types."""
         if profile not in PROFILES:
             raise StudyError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
+        try:
+            return self._build(profile, overrides)
+        except (ValueError, TypeError) as e:
+            raise StudyError(f"study {self.name!r}: {e}") from None
+
+    def _build(self, profile: str, overrides: dict[str, str] | None) -> Any:
+        """The config, its values checked by the dataclass as it is built."""
         cfg = self.config_cls()
         if profile == "full":
             cfg = dataclasses.replace(cfg, **self.full)
@@ -70,29 +131,37 @@ def register(name: str, config_cls: type, *, full: dict[str, Any] | None = None)
     if unknown:
         raise TypeError(f"full profile of {name!r} sets unknown fields {sorted(unknown)}")
 
+    if name not in CATALOG:
+        raise ValueError(f"study {name!r} is not declared in registry.CATALOG")
+
     def deco(fn: RunFn) -> RunFn:
         if name in _REGISTRY:
             raise ValueError(f"study {name!r} registered twice")
-        doc = (fn.__doc__ or config_cls.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Study(name, config_cls, fn, doc[0] if doc else "", full)
+        _REGISTRY[name] = Study(name, config_cls, fn, CATALOG[name][1], full)
         return fn
 
     return deco
 
 
-def studies() -> dict[str, Study]:
-    """All registered studies by name (importing the study modules on first call)."""
-    from scratchformer import experiments  # noqa: F401  (imports register every study)
-
-    return dict(sorted(_REGISTRY.items()))
+def descriptions() -> dict[str, str]:
+    """Every study's one-line description by name, without importing any study module."""
+    return {name: desc for name, (_, desc) in sorted(CATALOG.items())}
 
 
 def get(name: str) -> Study:
-    """The study called ``name``, or a StudyError listing the known names."""
-    all_studies = studies()
-    if name not in all_studies:
+    """The study called ``name`` (its module imported on first use), or a StudyError."""
+    if name not in CATALOG:
         raise StudyError(f"unknown study {name!r}; run 'scratchformer list' to see the studies")
-    return all_studies[name]
+    if name not in _REGISTRY:
+        importlib.import_module(f"{_PKG}.{CATALOG[name][0]}")
+    if name not in _REGISTRY:
+        raise RuntimeError(f"module {_PKG}.{CATALOG[name][0]} does not register {name!r}")
+    return _REGISTRY[name]
+
+
+def studies() -> dict[str, Study]:
+    """All studies by name (importing every study module)."""
+    return {name: get(name) for name in sorted(CATALOG)}
 
 
 _TRUE = {"1", "true", "yes", "on"}
