@@ -191,10 +191,10 @@ def test_properties_hold_for_any_size_and_base(n, half_dim, base, k):
         ({"dim": 7}, ValueError, r"dim must be even, got 7.*\(sin, cos\) pair"),
         ({"dim": 0}, ValueError, r"dim must be >= 2, got 0"),
         ({"num_positions": 0}, ValueError, r"num_positions must be >= 1, got 0"),
-        ({"base": 1.0}, ValueError, r"base must be a finite number > 1.*got 1.0"),
-        ({"base": 0.5}, ValueError, r"base must be a finite number > 1"),
-        ({"base": float("inf")}, ValueError, r"base must be a finite number > 1.*inf"),
-        ({"base": float("nan")}, ValueError, r"base must be a finite number > 1.*nan"),
+        ({"base": 1.0}, ValueError, r"base must be > 1, got 1.0"),
+        ({"base": 0.5}, ValueError, r"base must be > 1, got 0.5"),
+        ({"base": float("inf")}, ValueError, r"base must be a finite number, got inf"),
+        ({"base": float("nan")}, ValueError, r"base must be a finite number, got nan"),
         ({"base": "10000"}, TypeError, r"base must be a real number, got str"),
         ({"num_positions": 3.0}, TypeError, r"num_positions must be an int, got float"),
         ({"dim": "8"}, TypeError, r"dim must be an int, got str"),
@@ -215,9 +215,9 @@ def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
 def test_helpers_validate_too():
     with pytest.raises(ValueError, match="dim must be even"):
         positional_frequencies(5)
-    with pytest.raises(TypeError, match=r"k must be an int .*got float"):
+    with pytest.raises(TypeError, match=r"k must be an int, got float 1.5"):
         rotation_matrix(1.5, 8)
-    with pytest.raises(ValueError, match="base must be a finite number > 1"):
+    with pytest.raises(ValueError, match=r"base must be > 1, got -3.0"):
         rotation_matrix(1, 8, base=-3.0)
     with pytest.raises(TypeError, match="floating-point"):
         positional_frequencies(8, dtype=torch.int32)
@@ -276,7 +276,7 @@ def test_spectral_helpers_reject_bad_input(fn, arg, exc, match):
 
 
 def test_energy_rank_rejects_bad_fraction():
-    with pytest.raises(ValueError, match=r"fraction must be in \(0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"fraction must be <= 1, got 1.5"):
         energy_rank(torch.ones(3), 1.5)
 
 
@@ -369,8 +369,9 @@ def test_study_runs_and_reports_the_identities(tmp_path):
     assert stored["metrics"]["energy_rank_99"] == m["energy_rank_99"]
 
 
-def test_study_rejects_too_short_windows(tmp_path):
+def test_study_rejects_too_short_windows():
+    from scratchformer.experiments.registry import StudyError
+
     study = get("positional.encoding")
-    cfg = study.config("quick", {"gram_positions": "1"})
-    with pytest.raises(ValueError, match="gram_positions must be >= 2"):
-        study.run(cfg, tmp_path)
+    with pytest.raises(StudyError, match="gram_positions must be >= 2"):
+        study.config("quick", {"gram_positions": "1"})

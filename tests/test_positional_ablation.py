@@ -234,9 +234,12 @@ def test_positional_encoding_closes_the_gap(tmp_path):
     json.dumps(metrics)  # the runner stores it as JSON
 
 
-def test_study_rejects_bad_configs(tmp_path):
+def test_study_rejects_bad_configs_when_built():
+    from scratchformer.experiments.registry import StudyError
+
     study = get("positional.ablation")
     for bad in ({"variants": ("rope",)}, {"task": "reverse"}, {"batch_size": 33}, {"steps": 0}):
-        cfg = dataclasses.replace(study.config("quick"), **bad)
-        with pytest.raises(ValueError):
-            study.run(cfg, tmp_path)
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            dataclasses.replace(study.config("quick"), **bad)
+    with pytest.raises(StudyError, match="batch_size must be even"):
+        study.config("quick", {"batch_size": "33"})

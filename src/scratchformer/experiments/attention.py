@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from scratchformer.experiments.kit import StudyConfig
 from scratchformer.experiments.registry import register
 from scratchformer.functional.attention import (
     AttentionFunction,
@@ -41,7 +42,7 @@ TENSORS = ("out", "dq", "dk", "dv")
 
 
 @dataclass
-class Config:
+class Config(StudyConfig):
     """Quick profile: a pairwise covering subset of the grid; full: the whole grid."""
 
     batches: tuple[int, ...] = (1, 4)
@@ -51,7 +52,20 @@ class Config:
     masks: tuple[str, ...] = MASK_KINDS
     design: Literal["pairwise", "full"] = "pairwise"
     device: str = "cpu"
-    seed: int = 0
+
+    def check(self) -> None:
+        super().check()
+        for name in ("batches", "heads", "lengths", "head_dims", "masks"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} must have at least one value, got {values!r}")
+        for name in ("batches", "heads", "lengths", "head_dims"):
+            if min(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be ints >= 1, got {getattr(self, name)!r}")
+        unknown = set(self.masks) - set(MASK_KINDS)
+        if unknown:
+            raise ValueError(
+                f"masks: unknown kinds {sorted(unknown)}; expected some of {MASK_KINDS}")
 
 
 @dataclass(frozen=True)

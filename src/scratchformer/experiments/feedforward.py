@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -40,8 +41,9 @@ from scratchformer.analysis.gradient_flow import (
     relu_dead_probability,
     zero_fraction,
 )
+from scratchformer.experiments.kit import StudyConfig, at_least, positive, torch_threads
+from scratchformer.experiments.kit.config import Rule
 from scratchformer.experiments.registry import register
-from scratchformer.experiments.threads import torch_threads
 from scratchformer.functional.activations import (
     activation_derivative,
     gelu,
@@ -58,7 +60,7 @@ _COLORS = {"relu": "tab:red", "gelu": "tab:blue", "gelu_tanh": "tab:cyan"}
 
 
 @dataclass
-class Config:
+class Config(StudyConfig):
     """Quick profile defaults; ``full`` in the registration below widens everything."""
 
     depths: tuple[int, ...] = (16,)
@@ -73,7 +75,21 @@ class Config:
     log_every: int = 10
     approx_points: int = 200_001
     threads: int = 1  # width-128 layers: a second thread mostly waits (0 = torch's default)
-    seed: int = 0
+
+    RULES: ClassVar[dict[str, Rule]] = {"width": positive, "seeds": positive,
+                                        "train_seeds": positive, "log_every": positive,
+                                        "batch": at_least(2), "approx_points": at_least(2)}
+
+    def check(self) -> None:
+        super().check()
+        if not self.depths or min(self.depths) < 2:
+            raise ValueError(f"depths must be non-empty with every depth >= 2, got {self.depths}")
+        for act in self.activations:
+            activation_derivative(act)  # raises a ValueError naming the choices
+        bad = [s for s in self.settings if s not in SETTINGS]
+        if bad or not self.settings:
+            raise ValueError(
+                f"settings must be a non-empty subset of {SETTINGS}, got {self.settings}")
 
 
 def tanh_approximation_error(n_points: int = 200_001, limit: float = 10.0) -> tuple[float, float]:
@@ -408,26 +424,6 @@ def _table(
     return "\n".join(lines) + "\n"
 
 
-def _check_config(cfg: Config) -> None:
-    """Fail early on settings the study cannot run."""
-    for name in ("width", "seeds", "train_seeds", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.batch < 2:
-        raise ValueError(f"batch must be >= 2 (cosines need pairs), got {cfg.batch}")
-    if cfg.approx_points < 2:
-        raise ValueError(f"approx_points must be >= 2, got {cfg.approx_points}")
-    if not cfg.depths or min(cfg.depths) < 2:
-        raise ValueError(f"depths must be non-empty with every depth >= 2, got {cfg.depths}")
-    if cfg.train_steps < 0:
-        raise ValueError(f"train_steps must be >= 0, got {cfg.train_steps}")
-    for act in cfg.activations:
-        activation_derivative(act)  # raises a ValueError naming the choices
-    bad = [s for s in cfg.settings if s not in SETTINGS]
-    if bad or not cfg.settings:
-        raise ValueError(f"settings must be a non-empty subset of {SETTINGS}, got {cfg.settings}")
-
-
 @register(
     "feedforward.gradient_flow",
     Config,
@@ -444,7 +440,6 @@ def _check_config(cfg: Config) -> None:
 )
 def run(cfg: Config, out: Path) -> dict:
     """GELU vs ReLU in deep FFN stacks: per-layer gradient norms, dead units, training."""
-    _check_config(cfg)
     with torch_threads(cfg.threads):
         return _run(cfg, out)
 

@@ -17,24 +17,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from scratchformer.experiments.kit import StudyConfig, positive, positive_real
+from scratchformer.experiments.kit.config import Rule
 from scratchformer.experiments.registry import register
 from scratchformer.functional.normalization import layer_norm, rms_norm
 from scratchformer.viz.figures import save_figure
 
 
 @dataclass
-class Config:
+class Config(StudyConfig):
     """Random Gaussian points in 3-d; ``eps`` of both norms (0 = exact geometry)."""
 
     n_points: int = 40
     scale: float = 1.5  # standard deviation of the points' coordinates
     eps: float = 1e-5
-    seed: int = 0
+
+    RULES: ClassVar[dict[str, Rule]] = {"n_points": positive, "scale": positive_real}
+
+    def check(self) -> None:
+        super().check()
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0, got {self.eps}")
 
 
 def project_off_ones(x: Tensor) -> Tensor:
@@ -63,10 +72,6 @@ def geometry_errors(x: Tensor, eps: float) -> dict[str, float]:
 @register("norm.geometry", Config)
 def run(cfg: Config, out: Path) -> dict:
     """LayerNorm in 3-d: points, their projection on x+y+z=0, outputs on the circle of radius √3."""
-    if isinstance(cfg.n_points, bool) or not isinstance(cfg.n_points, int) or cfg.n_points < 1:
-        raise ValueError(f"n_points must be a positive int, got {cfg.n_points!r}")
-    if not cfg.scale > 0:
-        raise ValueError(f"scale must be > 0, got {cfg.scale!r}")
     gen = torch.Generator().manual_seed(cfg.seed)
     x = cfg.scale * torch.randn(cfg.n_points, 3, generator=gen, dtype=torch.float64)
     metrics = geometry_errors(x, cfg.eps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -25,6 +26,8 @@ from scratchformer.analysis.spectra import (
     participation_ratio,
     toeplitz_deviation,
 )
+from scratchformer.experiments.kit import StudyConfig, at_least, positive, positive_real
+from scratchformer.experiments.kit.config import Rule
 from scratchformer.experiments.registry import register
 from scratchformer.functional.positional import (
     positional_frequencies,
@@ -37,7 +40,7 @@ F64 = torch.float64
 
 
 @dataclass
-class Config:
+class Config(StudyConfig):
     """Quick profile: one 128-dim encoding, a 256-position window, a small sweep."""
 
     num_positions: int = 101  # positions 0 .. num_positions-1 in the heatmap; max shift in plots
@@ -46,7 +49,11 @@ class Config:
     gram_positions: int = 256  # window for the Gram matrix, Toeplitz check and spectrum
     sweep_dims: tuple[int, ...] = (16, 64, 128)
     sweep_positions: tuple[int, ...] = (101, 256)
-    seed: int = 0
+
+    # Two positions at least, to compare them.
+    RULES: ClassVar[dict[str, Rule]] = {"num_positions": at_least(2),
+                                        "gram_positions": at_least(2), "dim": positive,
+                                        "base": positive_real}
 
 
 def resolution_rank_estimate(num_positions: int, dim: int, base: float = 10000.0) -> float:
@@ -226,9 +233,6 @@ def _plot_sweep(rows: list[dict], base: float, out: Path) -> None:
 )
 def run(cfg: Config, out: Path) -> dict:
     """Sinusoidal positions: rotation identity, Toeplitz Gram matrix, effective rank."""
-    for name in ("num_positions", "gram_positions"):
-        if getattr(cfg, name) < 2:
-            raise ValueError(f"{name} must be >= 2 to compare positions, got {getattr(cfg, name)}")
     out = Path(out)
 
     pe_show = sinusoidal_positional_encoding(cfg.num_positions, cfg.dim, cfg.base)

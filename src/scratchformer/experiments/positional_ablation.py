@@ -13,14 +13,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from scratchformer.data.synthetic import TASKS, make_task
+from scratchformer.experiments.kit import (
+    TrainingConfig,
+    choice,
+    positive,
+    positive_real,
+    torch_threads,
+)
+from scratchformer.experiments.kit.config import Rule
 from scratchformer.experiments.registry import register
-from scratchformer.experiments.threads import torch_threads
 from scratchformer.models.encoder import POSITIONALS, EncoderClassifier
 from scratchformer.viz.figures import new_figure, save_figure
 
@@ -28,7 +36,7 @@ LN2 = math.log(2.0)
 
 
 @dataclass
-class Config:
+class Config(TrainingConfig):
     """Quick profile: a tiny encoder, 3 seeds, a few hundred steps."""
 
     task: str = "sorted"
@@ -46,27 +54,24 @@ class Config:
     eval_every: int = 15
     n_val: int = 512
     n_test: int = 2000
-    threads: int = 1
     device: str = "cpu"
-    seed: int = 0
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "task": choice(*TASKS), "seq_len": positive, "vocab_size": positive, "n_layers": positive,
+        "seeds": positive, "steps": positive, "eval_every": positive, "n_val": positive,
+        "n_test": positive, "threads": positive, "lr": positive_real,
+    }
 
-def _check(cfg: Config) -> None:
-    """Fail before training when the config cannot work."""
-    if cfg.task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {cfg.task!r}")
-    bad = [v for v in cfg.variants if v not in POSITIONALS]
-    if bad or not cfg.variants:
-        raise ValueError(
-            f"variants must be a non-empty subset of {POSITIONALS}, got {cfg.variants}"
-        )
-    for name in ("seeds", "steps", "batch_size", "eval_every", "n_val", "n_test", "threads"):
-        if getattr(cfg, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("batch_size", "n_val", "n_test"):
-        value = getattr(cfg, name)
-        if value % 2:
-            raise ValueError(f"{name} must be even (examples come in pairs), got {value}")
+    def check(self) -> None:
+        super().check()
+        bad = [v for v in self.variants if v not in POSITIONALS]
+        if bad or not self.variants:
+            raise ValueError(
+                f"variants must be a non-empty subset of {POSITIONALS}, got {self.variants}")
+        for name in ("batch_size", "n_val", "n_test"):
+            value = getattr(self, name)
+            if value % 2:
+                raise ValueError(f"{name} must be even (examples come in pairs), got {value}")
 
 
 def _data(cfg: Config, n: int, seed: int, device: torch.device):
@@ -198,7 +203,6 @@ def _plot_curves(cfg: Config, runs: dict, out: Path) -> Path:
 )
 def run(cfg: Config, out: Path) -> dict:
     """Train an encoder with sinusoidal, learned and no positional encoding on an order task."""
-    _check(cfg)
     device = torch.device(cfg.device)
     runs: dict[str, list[dict]] = {v: [] for v in cfg.variants}
     total = len(cfg.variants) * cfg.seeds * cfg.steps
