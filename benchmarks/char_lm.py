@@ -6,10 +6,13 @@ lr 1e-3 with 100 warm-up steps and cosine decay to 1e-4, AdamW betas (0.9, 0.99)
 about 1.886 nats/char. This script trains nanoGPT's ``model.py`` and our GPT under exactly those
 settings on the same batches (same seed, same data, same schedule, same optimizer
 implementation), one step of each model in turn with the order rotating every step, so that
-load from other processes hits both alike. For each seed it reports the validation loss
-(mean over ``--eval-batches`` random validation batches, nanoGPT's estimator, on the same
-batches for every model) and the per-step time on the wall clock and the process CPU clock; the
-speed ratio is the median of the per-step ratios to nanoGPT.
+load from other processes hits both alike. (That interleaving is why this script steps the
+models itself rather than through the library `Trainer`, which trains one model to the end; the
+data, batches and validation estimate are the library's, as in the char-LM studies.) For
+each seed it reports the validation loss (mean over ``--eval-batches`` random validation
+batches, nanoGPT's estimator, on the same batches for every model) and the per-step time on
+the wall clock and the process CPU clock; the speed ratio is the median of the per-step
+ratios to nanoGPT.
 
 Both models use our character vocabulary (the characters of the whole text, as nanoGPT's
 ``prepare.py`` builds it) and the standard 90/10 split. Run from the repository root::
@@ -35,9 +38,9 @@ from torch import Tensor, nn
 
 from benchmarks.common import machine_info
 from benchmarks.train_step import load_nanogpt
-from scratchformer.data.shakespeare import load_tiny_shakespeare, train_val_split
-from scratchformer.experiments.shakespeare import char_data, estimate_loss, random_batch
+from scratchformer.data.lm_text import char_data, random_batch, shakespeare_split
 from scratchformer.models.gpt import GPT, GPTConfig
+from scratchformer.training.lm_metrics import estimate_loss
 from scratchformer.training.optim import param_groups
 
 SHAPE = {"n_layers": 4, "n_heads": 4, "d_model": 128, "context_len": 64}
@@ -159,8 +162,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    train, val = train_val_split(load_tiny_shakespeare(progress=False), 0.1)
-    data = char_data(train, val)
+    data = char_data(*shakespeare_split())
     info = machine_info(torch.device("cpu"))
     runs = {}
     for seed in (int(s) for s in args.seeds.split(",")):
