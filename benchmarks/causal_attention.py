@@ -50,6 +50,7 @@ from benchmarks.common import (
     summarize,
 )
 from scratchformer.functional import attention as scratch_attention
+from scratchformer.functional.causal_attention import causal_attention
 from scratchformer.functional.masks import causal_mask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def scratch_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
 
 def scratch_recompute(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """scratchformer's tiled causal kernel, rebuilding the weights in the backward pass."""
-    return scratch_attention.causal_attention(q, k, v, recompute=True)
+    return causal_attention(q, k, v, recompute=True)
 
 
 def naive(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,13 @@ from pathlib import Path
 
 import torch
 
+from scratchformer.analysis.memory import (
+    peak_cuda_bytes,
+    peak_rss_bytes,
+    rss_bytes,
+    rss_rise_bytes,
+)
+
 __all__ = [
     "CLOCKS",
     "Stats",
@@ -138,49 +145,6 @@ def interleaved_timings(
         for name in names[shift:] + names[:shift]:
             samples[name].append(time_call(fns[name], device, clock))
     return samples
-
-
-def peak_cuda_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    """Peak CUDA memory allocated during ``fn`` above what was allocated before it."""
-    synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    fn()
-    synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
-
-
-def rss_bytes() -> int:
-    """Current resident set size of this process in bytes (Linux ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as f:
-        resident_pages = int(f.read().split()[1])
-    return resident_pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process's memory map in bytes (``VmHWM``, Linux)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    raise OSError("no VmHWM line in /proc/self/status")
-
-
-def rss_rise_bytes(fn: Callable[[], object]) -> int:
-    """Rise of the peak resident set size during ``fn`` over the resident size before it.
-
-    The peak is first reset to the current size (``/proc/self/clear_refs``, Linux >= 4.0) where
-    allowed. Memory freed earlier but kept by the allocator can be reused without raising the
-    resident size, so run this in a fresh process for a faithful number.
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # then the peak may include earlier peaks of this process
-    before = rss_bytes()
-    fn()
-    return max(0, peak_rss_bytes() - before)
 
 
 def run_json_subprocess(

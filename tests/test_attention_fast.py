@@ -18,14 +18,13 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchformer.functional.attention import (
-    AttentionFunction,
+from scratchformer.functional.attention import AttentionFunction, scaled_dot_product_attention
+from scratchformer.functional.causal_attention import (
     CausalAttentionFunction,
     _default_tiling,
     _exp_floor,
     _tiles,
     causal_attention,
-    scaled_dot_product_attention,
 )
 
 F64_TOL = 1e-12
@@ -245,6 +244,19 @@ def test_empty_lengths_like_sdpa(is_causal: bool) -> None:
         assert ours.shape == ref.shape == (2, L, 5)
         assert torch.equal(ours, ref) and torch.equal(ours, torch.zeros(2, L, 5))
     assert torch.equal(causal_attention(q, k, v), torch.zeros(2, 0, 5))
+
+
+def test_causal_attention_empty_lengths_give_zero_gradients() -> None:
+    """No queries or no keys: zeros out and zero gradients of the inputs' shapes (broadcast)."""
+    for L, S in [(0, 3), (4, 0)]:
+        q = torch.randn(2, 1, L, 4, requires_grad=True)
+        k = torch.randn(1, 3, S, 4, requires_grad=True)
+        v = torch.randn(2, 3, S, 5, requires_grad=True)
+        out = causal_attention(q, k, v)
+        assert torch.equal(out, torch.zeros(2, 3, L, 5))
+        out.sum().backward()
+        for t in (q, k, v):
+            assert torch.equal(t.grad, torch.zeros_like(t))
 
 
 def test_causal_attention_bad_arguments() -> None:

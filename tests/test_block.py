@@ -27,7 +27,7 @@ def _gen(seed: int) -> torch.Generator:
 
 def _block(**kw) -> TransformerBlock:
     torch.manual_seed(0)
-    return TransformerBlock(16, 4, **kw).to(F64).eval()
+    return TransformerBlock.build(16, 4, **kw).to(F64).eval()
 
 
 # --- TransformerBlock ---------------------------------------------------------------------------
@@ -38,7 +38,7 @@ def _block(**kw) -> TransformerBlock:
     list(itertools.product(["layer", "rms"], ["pre", "post"], [False, True])),
 )
 def test_block_keeps_shape_and_builds_the_requested_norm(norm, norm_position, causal):
-    block = TransformerBlock(16, 4, 40, norm=norm, norm_position=norm_position, causal=causal)
+    block = TransformerBlock.build(16, 4, 40, norm=norm, norm_position=norm_position, causal=causal)
     x = torch.randn(3, 5, 16, generator=_gen(0))
     y = block(x)
     assert y.shape == x.shape and y.dtype == x.dtype
@@ -120,7 +120,7 @@ def test_causal_flag_combines_with_a_padding_mask(kind):
 
 def test_block_dropout_is_random_in_training_and_off_in_eval():
     torch.manual_seed(0)
-    block = TransformerBlock(16, 4, dropout=0.5).to(F64)
+    block = TransformerBlock.build(16, 4, dropout=0.5).to(F64)
     x = torch.randn(2, 5, 16, dtype=F64, generator=_gen(6))
     assert not torch.equal(block(x), block(x))
     block.eval()
@@ -129,15 +129,15 @@ def test_block_dropout_is_random_in_training_and_off_in_eval():
 
 def test_block_rejects_bad_arguments():
     with pytest.raises(ValueError, match="norm must be one of"):
-        TransformerBlock(16, 4, norm="batch")
+        TransformerBlock.build(16, 4, norm="batch")
     with pytest.raises(ValueError, match="norm_position must be one of"):
-        TransformerBlock(16, 4, norm_position="sandwich")
+        TransformerBlock.build(16, 4, norm_position="sandwich")
     with pytest.raises(TypeError, match="causal must be a bool"):
-        TransformerBlock(16, 4, causal=1)
+        TransformerBlock.build(16, 4, causal=1)
     with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
-        TransformerBlock(16, 4, dropout=1.0)
+        TransformerBlock.build(16, 4, dropout=1.0)
     with pytest.raises(ValueError, match=r"x must have shape \(batch, length, 16\)"):
-        TransformerBlock(16, 4)(torch.zeros(2, 5, 8))
+        TransformerBlock.build(16, 4)(torch.zeros(2, 5, 8))
 
 
 # --- embeddings ---------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_learned_embedding_is_a_trained_table():
     pe(x).sum().backward()
     assert torch.equal(pe.weight.grad[:3], torch.ones(3, 4))
     assert torch.equal(pe.weight.grad[3:], torch.zeros(3, 4))
-    with pytest.raises(ValueError, match="offset must be an int >= 0"):
+    with pytest.raises(ValueError, match="offset must be >= 0, got -1"):
         pe(x, offset=-1)
 
 

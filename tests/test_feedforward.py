@@ -370,10 +370,36 @@ def test_study_pairs_weights_across_activations() -> None:
     b = study_module.Stack("plain", 3, 8, "gelu")
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
-    w = a.layers[0].w
-    assert w.std().item() == pytest.approx(math.sqrt(2 / 8), rel=0.3)  # He init
     with pytest.raises(ValueError, match="setting"):
         study_module.Stack("dense", 3, 8, "relu")
+
+
+def assert_he_normal(weights: torch.Tensor, width: int) -> None:
+    """``weights`` look like i.i.d. N(0, 2/width) draws, with tolerances sized to the sample.
+
+    For n Gaussian draws the sample variance has relative standard deviation sqrt(2/(n-1)),
+    the sample kurtosis standard deviation about sqrt(24/n) and the mean sqrt(var/n); each is
+    allowed 6 of those. At n = 256² that is 3.3% on the variance (1.7% at 4·256²), so a variance
+    of 1.5/width or 3/width (off by 25% and 50%) fails, and so does a uniform draw (kurtosis 1.8).
+    """
+    w = weights.detach().double().flatten()
+    n, var = w.numel(), 2.0 / width
+    assert abs(w.mean().item()) < 6 * math.sqrt(var / n)
+    sample_var = w.var().item()
+    assert abs(sample_var / var - 1) < 6 * math.sqrt(2 / (n - 1)), sample_var * width
+    kurtosis = ((w - w.mean()) ** 4).mean().item() / sample_var**2
+    assert abs(kurtosis - 3) < 6 * math.sqrt(24 / n), kurtosis
+
+
+def test_plain_layers_are_he_normal() -> None:
+    """W ~ N(0, 2/width), b = 0: He's gain for ReLU, as docs/derivations/gelu.md §4 assumes."""
+    torch.manual_seed(5)
+    width = 256
+    stack = study_module.Stack("plain", 4, width, "relu")
+    assert_he_normal(torch.stack([layer.w for layer in stack.layers]), width)
+    for layer in stack.layers:  # each layer on its own: 65,536 draws, 3.3% on the variance
+        assert_he_normal(layer.w, width)
+        assert torch.equal(layer.b, torch.zeros(width))
 
 
 def test_relu_theory_predicts_dead_units() -> None:

@@ -18,21 +18,20 @@ import numpy as np
 import pytest
 import torch
 
+from scratchformer.analysis.arithmetic_eval import error_analysis, greedy_completions
 from scratchformer.analysis.tracking import QK_MEASURES, SpectrumTracker
-from scratchformer.data.arithmetic import ArithmeticConfig, make_splits
-from scratchformer.experiments.gpt_analysis import aligned_positions, alignment_scores
-from scratchformer.experiments.gpt_arithmetic import (
+from scratchformer.analysis.training_probes import aligned_positions, alignment_scores
+from scratchformer.data.arithmetic import ArithmeticConfig, make_splits, token_ppl_floor
+from scratchformer.experiments.hf_baseline import (
     HF_MISSING,
-    bits_per_char,
-    error_analysis,
-    greedy_completions,
-    hf_loss,
     pretrained_zero_shot,
-    token_ppl_floor,
+    token_ids_bits_per_char,
 )
-from scratchformer.experiments.registry import get
+from scratchformer.experiments.kit.arithmetic import arithmetic_gpt, arithmetic_task
+from scratchformer.experiments.registry import StudyError, get
 from scratchformer.experiments.runner import run_study
 from scratchformer.models.gpt import GPT, GPTConfig
+from scratchformer.models.lm_adapter import GPT_ADAPTER, HF_ADAPTER, hf_loss
 from scratchformer.training import TrainConfig, Trainer
 from scratchformer.viz.attention import attention_grid, stack_maps
 from scratchformer.viz.figures import save_figure
@@ -234,16 +233,36 @@ def test_gpt_arithmetic_study_tiny(tmp_path):
     assert expected <= set(record["figures"])
 
 
-def test_greedy_completions_match_unbatched_decoding():
-    from scratchformer.experiments.gpt_arithmetic import OURS, build_data, build_gpt
+def test_gpt_arithmetic_config_rejects_bad_values():
+    study = get("gpt.arithmetic")
+    with pytest.raises(StudyError, match="steps"):
+        study.config("quick", {"steps": "-1"})
+    with pytest.raises(StudyError, match="warmup_steps"):
+        study.config("quick", {"warmup_steps": "600"})
+    with pytest.raises(StudyError, match="context_len"):
+        study.config("quick", {"context_len": "5"})
+    with pytest.raises(StudyError, match="loss_on"):
+        study.config("quick", {"loss_on": "prompt"})
+    with pytest.raises(StudyError, match="operators"):
+        study.config("quick", {"operators": "/"})
 
+
+def test_hf_baseline_config_rejects_unknown_models():
+    study = get("gpt.hf_baseline")
+    with pytest.raises(StudyError, match="models"):
+        study.config("quick", {"models": "ours-scratch,gpt4"})
+    with pytest.raises(StudyError, match="hf_attn_implementation"):
+        study.config("quick", {"hf_attn_implementation": "flash"})
+
+
+def test_greedy_completions_match_unbatched_decoding():
     study = get("gpt.arithmetic")
     cfg = study.config("quick", {"n_train": "200", "n_val": "30", "n_test": "30"})
-    data = build_data(cfg)
-    model = build_gpt(cfg, data).double().eval()  # float64: no near-ties between batch sizes
-    problems = data.splits.test[:12]
-    batched = greedy_completions(model, OURS, data, problems)
-    single = [greedy_completions(model, OURS, data, [p])[0] for p in problems]
+    task = arithmetic_task(cfg)
+    model = arithmetic_gpt(cfg, task).double().eval()  # float64: no near-ties between batches
+    problems = task.splits.test[:12]
+    batched = greedy_completions(model, GPT_ADAPTER, task, problems)
+    single = [greedy_completions(model, GPT_ADAPTER, task, [p])[0] for p in problems]
     assert batched == single
     prompt_lens = {len(p.split("=")[0]) + 1 for p in problems}
     assert len(prompt_lens) > 1  # the batch really mixed prompt lengths
@@ -265,7 +284,7 @@ def test_hf_loss_matches_hf_label_shifting():
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
 
 
-def test_bits_per_char_of_a_uniform_model():
+def test_token_ids_bits_per_char_of_a_uniform_model():
     transformers = pytest.importorskip("transformers")
     cfg = transformers.GPT2Config(vocab_size=16, n_positions=12, n_embd=32, n_layer=1, n_head=2,
                                   bos_token_id=0, eos_token_id=0)
@@ -273,7 +292,7 @@ def test_bits_per_char_of_a_uniform_model():
     with torch.no_grad():
         model.transformer.wte.weight.zero_()  # tied head: every logit is 0 -> uniform
     ids = [[1, 2, 3, 4], [5, 6]]
-    assert bits_per_char(model, ids, n_chars=8) == pytest.approx((3 + 1) * 4 / 8)
+    assert token_ids_bits_per_char(model, ids, n_chars=8) == pytest.approx((3 + 1) * 4 / 8)
 
 
 def test_pretrained_zero_shot_reports_absence(tmp_path):
@@ -285,8 +304,9 @@ def test_pretrained_zero_shot_reports_absence(tmp_path):
 def test_hf_baseline_study_tiny(tmp_path):
     pytest.importorskip("transformers")
     study = get("gpt.hf_baseline")
-    over = {**TINY, "steps": "40", "eval_every": "40", "pretrained": str(tmp_path / "absent"),
-            "timing_rounds": "1"}
+    fields = {f.name for f in dataclasses.fields(study.config_cls)}
+    over = {**{k: v for k, v in TINY.items() if k in fields}, "steps": "40", "eval_every": "40",
+            "pretrained": str(tmp_path / "absent"), "timing_rounds": "1"}
     record = run_study(study, study.config("quick", over), tmp_path)
     m = record["metrics"]
     models = m["models"]
@@ -315,15 +335,13 @@ def test_hf_baseline_without_transformers(monkeypatch, tmp_path):
 
 def test_hf_greedy_with_cache_matches_full_recompute():
     transformers = pytest.importorskip("transformers")
-    from scratchformer.experiments.gpt_arithmetic import HF
-
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=16, n_positions=12, n_embd=32, n_layer=2, n_head=2,
                                   bos_token_id=0, eos_token_id=0)
     model = transformers.GPT2LMHeadModel(cfg).double().eval()
     seq = torch.randint(0, 16, (3, 4))
     with torch.no_grad():
-        cached = HF.greedy(model, seq, 5)
+        cached = HF_ADAPTER.greedy(model, seq, 5)
         for _ in range(5):  # no cache: rerun the whole prefix for every token
             nxt = model(input_ids=seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
             seq = torch.cat([seq, nxt], dim=1)

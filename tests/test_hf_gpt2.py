@@ -15,6 +15,7 @@ from scratchformer.models.hf_gpt2 import (  # noqa: E402
     convert_hf_gpt2_state,
     gpt_config_from_hf,
     load_hf_gpt2_state,
+    load_pretrained_hf,
 )
 
 SIZES = {"n_layer": 2, "n_head": 4, "n_embd": 64, "n_positions": 32, "vocab_size": 100}
@@ -47,7 +48,7 @@ def hf_dir(tmp_path_factory) -> tuple[Path, torch.nn.Module]:
 @pytest.mark.parametrize("backend", ["scratch", "sdpa"])
 def test_loaded_model_matches_hf_logits(hf_dir, backend):
     path, hf = hf_dir
-    ours = GPT.from_pretrained_hf(path, attention_backend=backend)
+    ours = load_pretrained_hf(path, attention_backend=backend)
     assert not ours.training and ours.config.attention_backend == backend
     assert ours.config.activation == "gelu_tanh" and ours.config.context_len == 32
     idx = torch.randint(0, 100, (3, 32), generator=torch.Generator().manual_seed(1))
@@ -60,7 +61,7 @@ def test_loaded_model_matches_hf_logits(hf_dir, backend):
 
 def test_greedy_generation_matches_hf_generate(hf_dir):
     path, hf = hf_dir
-    ours = GPT.from_pretrained_hf(str(path))
+    ours = load_pretrained_hf(str(path))
     prompt = torch.randint(1, 100, (1, 5), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         theirs = hf.generate(
@@ -113,10 +114,10 @@ def test_mismatched_state_dicts_raise(hf_dir):
 
 def test_missing_checkpoint_errors_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="no GPT-2 checkpoint directory"):
-        GPT.from_pretrained_hf(tmp_path / "nope")
+        load_pretrained_hf(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="no GPT-2 checkpoint directory"):
-        GPT.from_pretrained_hf(str(tmp_path / "nope"))
+        load_pretrained_hf(str(tmp_path / "nope"))
     with pytest.raises(FileNotFoundError, match="from local files"):
-        GPT.from_pretrained_hf(tmp_path)  # exists, but holds no checkpoint
+        load_pretrained_hf(tmp_path)  # exists, but holds no checkpoint
     with pytest.raises(FileNotFoundError, match="could not load a GPT-2 checkpoint"):
-        GPT.from_pretrained_hf("scratchformer-no-such-model")
+        load_pretrained_hf("scratchformer-no-such-model")

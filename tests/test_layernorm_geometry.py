@@ -17,23 +17,22 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from scratchformer.analysis.gradient_flow import layer_grad_norms
+from scratchformer.analysis.layer_grads import LayerGradTracker, init_grad_norms
+from scratchformer.data.lm_text import TokenizedText
 from scratchformer.data.shakespeare import CharTokenizer
 from scratchformer.experiments.norm_geometry import geometry_errors, project_off_ones
 from scratchformer.experiments.norm_placement import (
-    LayerGradTracker,
     RunResult,
     build_gpt,
     depth_slope,
-    init_grad_norms,
     is_diverged,
     outcome_table,
     train_run,
     unigram_loss,
     xavier_blocks,
 )
-from scratchformer.experiments.registry import get
+from scratchformer.experiments.registry import StudyError, get
 from scratchformer.experiments.runner import run_study
-from scratchformer.experiments.shakespeare import TokenizedText
 from scratchformer.functional.normalization import layer_norm, rms_norm
 from scratchformer.models.gpt import GPT, GPTConfig
 
@@ -354,16 +353,15 @@ def _synthetic_data() -> TokenizedText:
                          torch.ones(len(ids) - 1500, dtype=torch.long), list(tok.vocab))
 
 
-def _tiny_cfg(**kw):
-    cfg = get("norm.placement").config("quick")
-    return dataclasses.replace(cfg, **{"d_model": 16, "n_heads": 2, "context_len": 8,
-                                       "batch_size": 4, "steps": 6, "warmup_steps": 2,
-                                       "record_every": 3, "eval_batches": 2, **kw})
+def _tiny_cfg(settings: dict[str, object], **kw: object):
+    """The norm.placement quick config at the shared tiny char-LM sizes."""
+    return dataclasses.replace(get("norm.placement").config("quick"),
+                               **{**settings, "record_every": 3, **kw})
 
 
-def test_train_run_records_and_flags_a_blown_up_run():
+def test_train_run_records_and_flags_a_blown_up_run(tiny_char_lm):
     data = _synthetic_data()
-    cfg = _tiny_cfg()
+    cfg = _tiny_cfg(tiny_char_lm)
     ok = train_run(cfg, data, 2, "pre", 2, 3e-3, 0)
     assert ok.steps == [3, 6] and ok.steps_done == 6 and not ok.diverged
     assert len(ok.layer_grad_norms) == 2 and all(len(r) == 2 for r in ok.layer_grad_norms)
@@ -375,25 +373,21 @@ def test_train_run_records_and_flags_a_blown_up_run():
                 and wild.final_val_loss <= wild.initial_val_loss + cfg.divergence_margin)
 
 
-def test_build_gpt_rejects_an_unknown_init():
+def test_build_gpt_rejects_an_unknown_init(tiny_char_lm):
     with pytest.raises(ValueError, match="init"):
-        build_gpt(_tiny_cfg(), 10, 2, "pre", "he")
+        build_gpt(_tiny_cfg(tiny_char_lm), 10, 2, "pre", "he")
 
 
 # ----------------------------------------------------------------------------- the study, tiny
 
-TINY = {"depths": "1,2", "lrs": "1e-3,3e-3", "steps": "6", "warmup_steps": "2",
-        "record_every": "3", "init_batches": "2", "eval_batches": "2", "d_model": "16",
-        "context_len": "8", "batch_size": "4", "text_chars": "20000", "val_chars": "2000"}
 
-
-def test_norm_placement_study_tiny(tmp_path, monkeypatch, shared_data):
-    monkeypatch.setenv("SCRATCHFORMER_DATA", str(shared_data))
-    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
+def test_norm_placement_study_tiny(tmp_path, tiny_char_lm):
     study = get("norm.placement")
-    record = run_study(study, study.config("quick", TINY), tmp_path)
+    cfg = _tiny_cfg(tiny_char_lm, depths=(1, 2), lrs=(1e-3, 3e-3), init_batches=2)
+    record = run_study(study, cfg, tmp_path)
     out = tmp_path / "norm.placement"
     m = record["metrics"]
+    warm = f"warmup {cfg.warmup_steps}"
     assert json.loads((out / "metrics.json").read_text())["metrics"]["depths"] == [1, 2]
     assert len(m["runs"]) == 2 * 2 * 2 * 2  # depths × placements × warmup arms × lrs (1 seed)
     for scheme in ("xavier", "gpt2"):
@@ -403,7 +397,7 @@ def test_norm_placement_study_tiny(tmp_path, monkeypatch, shared_data):
                 assert len(norms) == depth and all(v > 0 and math.isfinite(v) for v in norms)
         assert m["init_summary"][scheme]["pre"]["depth_slope_last_layer"] is not None
     for pos in ("pre", "post"):
-        for warmup in ("warmup 0", "warmup 2"):
+        for warmup in ("warmup 0", warm):
             row = m["divergence"][pos][warmup]
             assert set(row) == {"0.001", "0.003"}
             assert all(cell.endswith("/2") for cell in row.values())
@@ -414,14 +408,32 @@ def test_norm_placement_study_tiny(tmp_path, monkeypatch, shared_data):
     assert set(record["figures"]) == {"grad_norms_init.png", "grad_norms_training.png",
                                       "grad_norms_layers_training.png", "final_loss.png"}
     means = m["final_val_loss"]["mean"]
-    assert len(means["post"]["warmup 2"]["L=2"]) == 2 and m["lrs"] == [1e-3, 3e-3]
+    assert len(means["post"][warm]["L=2"]) == 2 and m["lrs"] == [1e-3, 3e-3]
     assert all(math.isfinite(v) for v in means["pre"]["warmup 0"]["L=1"])
     assert (out / "divergence.md").read_text().count("| post-LN |") == 4
 
 
-def test_norm_placement_rejects_bad_settings(tmp_path):
-    study = get("norm.placement")
-    for key, value in (("positions", "middle"), ("warmup_steps", "40"), ("init", "he"),
-                       ("depths", "0")):
-        with pytest.raises(ValueError, match=key.split("_")[0]):
-            study.run(study.config("quick", {key: value}), tmp_path)
+@pytest.mark.parametrize("key,value,message", [
+    ("positions", "middle", r"positions\[0\] must be one of \('pre', 'post'\), got 'middle'"),
+    ("warmup_steps", "40", r"warmup_steps must be < steps=40, got 40"),
+    ("warmup_steps", "0", r"warmup_steps must be >= 1, got 0"),
+    ("init", "he", r"init must be one of \('xavier', 'gpt2'\), got 'he'"),
+    ("init_schemes", "xavier,he", r"init_schemes\[1\] must be one of"),
+    ("depths", "0", r"depths\[0\] must be >= 1, got 0"),
+    ("lrs", "", r"lrs must be a non-empty tuple, got \(\)"),
+    ("lrs", "1e-3,-1", r"lrs\[1\] must be > 0\.0, got -1\.0"),
+    ("min_lr_ratio", "1.5", r"min_lr_ratio must be <= 1\.0, got 1\.5"),
+    ("grad_clip", "-1", r"grad_clip must be >= 0\.0, got -1\.0"),
+    ("record_every", "0", r"record_every must be >= 1, got 0"),
+])
+def test_norm_placement_config_rejects_bad_settings(key, value, message):
+    with pytest.raises(StudyError, match=message):
+        get("norm.placement").config("quick", {key: value})
+
+
+def test_norm_placement_config_is_checked_however_it_is_built():
+    cfg = get("norm.placement").config("quick")
+    with pytest.raises(ValueError, match=r"seeds must be a non-empty tuple, got \(\)"):
+        dataclasses.replace(cfg, seeds=())
+    with pytest.raises(ValueError, match=r"divergence_margin must be >= 0\.0, got -0\.5"):
+        dataclasses.replace(cfg, divergence_margin=-0.5)

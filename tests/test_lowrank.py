@@ -226,13 +226,13 @@ def test_exp_of_a_rank_one_matrix_is_nonsingular_in_exact_arithmetic(seed):
 def test_bad_ranks_and_shapes_are_rejected_with_the_argument_named():
     q, k, v = _qkv(6, 3, seed=0)
     a = _attention_matrix(q, k)
-    with pytest.raises(ValueError, match=r"rank must be in \[0, 6\], got 7"):
+    with pytest.raises(ValueError, match=r"rank must be <= 6, got 7"):
         truncated_svd(a, 7)
     with pytest.raises(ValueError, match="rank must be"):
         eckart_young_error(a, -1)
     with pytest.raises(TypeError, match="rank must be an int"):
         truncated_svd(a, 2.0)
-    with pytest.raises(ValueError, match=r"num_landmarks must be in \[1, 6\], got 8"):
+    with pytest.raises(ValueError, match=r"num_landmarks must be <= 6, got 8"):
         nystrom_weights(q, k, 8)
     with pytest.raises(ValueError, match="pinv must be one of"):
         nystrom_attention(q, k, v, 2, pinv="svd")
@@ -260,25 +260,22 @@ def test_bad_ranks_and_shapes_are_rejected_with_the_argument_named():
 
 # ----------------------------------------------------------------------------- the study
 
-TINY = {"text_chars": 6000, "val_chars": 1000, "n_layers": 1, "n_heads": 2, "d_model": 16,
-        "context_len": 12, "batch_size": 4, "steps": 4, "eval_every": 4, "eval_batches": 1,
-        "warmup_steps": 1, "ranks": (1, 3, 12), "eval_windows": 3, "fit_windows": 2,
-        "fit_steps": 3}
 
-
-def test_study_runs_tiny_and_respects_eckart_young(tmp_path, monkeypatch, shared_data):
+def test_study_runs_tiny_and_respects_eckart_young(tmp_path, tiny_char_lm):
     import dataclasses
 
     from scratchformer.experiments.registry import get
     from scratchformer.experiments.runner import run_study
 
-    monkeypatch.setenv("SCRATCHFORMER_DATA", str(shared_data))
-    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
     study = get("lowrank.approximation")
     assert study.config("full").context_len > study.config("quick").context_len
-    cfg = dataclasses.replace(study.config("quick"), **TINY)
+    n = tiny_char_lm["context_len"]
+    d_head = tiny_char_lm["d_model"] // tiny_char_lm["n_heads"]
+    cfg = dataclasses.replace(study.config("quick"), **{
+        **tiny_char_lm, "n_layers": 1, "eval_every": 6, "ranks": (1, 3, n), "eval_windows": 3,
+        "fit_windows": 2, "fit_steps": 3})
     m = run_study(study, cfg, tmp_path)["metrics"]
-    n, d_head = 12, 8
+    assert m["model"]["n"] == n and m["model"]["d_head"] == d_head
     assert m["replay_max_abs_logit_error"] < 1e-10
     for target, errs in m["relative_frobenius_error"].items():
         for method in ("nystrom", "nystrom_pinv", "linformer"):  # rank <= r: not below SVD
@@ -295,10 +292,20 @@ def test_study_runs_tiny_and_respects_eckart_young(tmp_path, monkeypatch, shared
         assert (out / name).is_file()
 
 
-def test_study_rejects_ranks_above_the_context(tmp_path):
-    from scratchformer.experiments.registry import get
+def test_study_config_rejects_bad_settings_when_built():
+    import dataclasses
+
+    from scratchformer.experiments.registry import StudyError, get
 
     study = get("lowrank.approximation")
-    cfg = study.config("quick", {"ranks": "1,65"})
-    with pytest.raises(ValueError, match=r"ranks must be .* context_len=64"):
-        study.run(cfg, tmp_path)
+    with pytest.raises(StudyError, match=r"ranks must be .* context_len=64\], got \(1, 65\)"):
+        study.config("quick", {"ranks": "1,65"})
+    assert study.config("full", {"ranks": "1,128"}).ranks == (1, 128)  # its context is 128
+    with pytest.raises(StudyError, match="fit_batch must be >= 1, got 0"):
+        study.config("quick", {"fit_batch": "0"})
+    with pytest.raises(StudyError, match=r"fit_lr must be > 0\.0, got -0\.1"):
+        study.config("quick", {"fit_lr": "-0.1"})
+    with pytest.raises(ValueError, match=r"ranks must be .*, got \(\)"):
+        dataclasses.replace(study.config("quick"), ranks=())
+    with pytest.raises(ValueError, match=r"ranks must be .* context_len=8\]"):
+        dataclasses.replace(study.config("quick"), context_len=8)  # ranks 16 and 64 too long

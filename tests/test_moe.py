@@ -423,20 +423,18 @@ def test_study_variants_have_equal_active_ffn_parameters() -> None:
     assert len(set(counts.values())) == 1, counts
 
 
-def test_moe_study_runs_tiny(tmp_path, monkeypatch, shared_data) -> None:
-    monkeypatch.setenv("SCRATCHFORMER_DATA", str(shared_data))
-    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
+def test_moe_study_runs_tiny(tmp_path, tiny_char_lm) -> None:
     study = registry.get("moe.shakespeare")
-    cfg = dataclasses.replace(
-        study.config("quick"), variants="dense,deepseek,top1_bias", seeds=2, text_chars=20_000,
-        val_chars=2_000, n_layers=1, d_model=16, context_len=16, batch_size=4, steps=4,
-        warmup_steps=1, eval_every=2, eval_batches=2, bench_repeats=2, bench_steps=1)
+    settings = {**tiny_char_lm, "variants": "dense,deepseek,top1_bias", "seeds": 2,
+                "n_layers": 1, "eval_every": 3, "bench_repeats": 2, "bench_steps": 1}
+    cfg = dataclasses.replace(study.config("quick"), **settings)
     metrics = study.run(cfg, tmp_path)
     v = metrics["variants"]
     assert set(v) == {"dense", "deepseek", "top1_bias"}
     assert v["dense"]["balance"] == {}
     assert v["deepseek"]["parameters"] > v["deepseek"]["active_parameters"]
     assert v["dense"]["parameters"] == v["dense"]["active_parameters"]
+    assert set(v["dense"]["val_loss"]) == {"mean", "std"}  # no per-seed list in this study
     b = v["top1_bias"]["balance"]
     assert 1.0 <= b["max_over_mean"]["mean"] <= 4.0
     assert 0.0 <= b["entropy_norm"]["mean"] <= 1.0
@@ -447,5 +445,73 @@ def test_moe_study_runs_tiny(tmp_path, monkeypatch, shared_data) -> None:
     assert points["deepseek"]["quality"] == v["deepseek"]["val_loss"]["mean"]
     for name in ("expert_load.png", "val_loss.png", "summary.md"):
         assert (tmp_path / name).is_file()
-    with pytest.raises(ValueError, match="variants must be"):
-        study.run(dataclasses.replace(cfg, variants="dense,huge"), tmp_path)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("variants", "dense,huge", r"variants must be a comma-separated subset of .*'dense', "
+                               r".*got 'dense,huge' \(unknown: \['huge'\]\)"),
+    ("variants", " , ", "variants must be a comma-separated subset"),
+    ("d_model", 40, "d_model must be a multiple of 16"),
+    ("bench_steps", 0, "bench_steps must be >= 1, got 0"),
+    ("bias_rate", 0.0, "bias_rate must be > 0"),
+    ("aux_weight", -0.1, "aux_weight must be >= 0"),
+])
+def test_moe_study_config_rejects_bad_values(field: str, value: object, match: str) -> None:
+    cfg = registry.get("moe.shakespeare").config("quick")
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(cfg, **{field: value})
+
+
+def test_moe_study_config_override_error_is_a_study_error() -> None:
+    study = registry.get("moe.shakespeare")
+    with pytest.raises(registry.StudyError, match=r"variants must be .*got 'dense,huge'"):
+        study.config("quick", {"variants": "dense,huge"})
+
+
+def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(monkeypatch) -> None:
+    """d L_z / d z_tj = (2/T) lse(z_t) p_tj (float64): proportional to p, not a common shift, so a
+    descent step on the z-loss narrows every gap between a token's logits and raises the entropy
+    of its router distribution (docs/derivations/moe-gating-gradient.md §5)."""
+    torch.manual_seed(17)
+    m = MoEFeedForward(6, 8, n_experts=5, top_k=2).double()
+    with torch.no_grad():
+        m.w_router.mul_(4.0)  # peaked routers, far from uniform
+    x = torch.randn(11, 6, dtype=torch.float64)
+    captured = []
+    router_logits = m.router_logits
+
+    def spy(tokens: torch.Tensor) -> torch.Tensor:
+        captured.append(router_logits(tokens))
+        return captured[-1]
+
+    monkeypatch.setattr(m, "router_logits", spy)
+    m(x)
+    (z,) = captured
+    (grad,) = torch.autograd.grad(m.z_loss, z)
+    z, T = z.detach(), z.shape[0]
+    lse, p = torch.logsumexp(z, -1, keepdim=True), torch.softmax(z, -1)
+    torch.testing.assert_close(grad, 2 / T * lse * p, rtol=1e-12, atol=1e-15)
+    assert (lse > 0).all()
+    # Not a common shift: the part that sums to zero over experts is as large as p is uneven.
+    centred = grad - grad.mean(-1, keepdim=True)
+    torch.testing.assert_close(centred, 2 / T * lse * (p - 1 / 5), rtol=1e-12, atol=1e-15)
+    assert (centred.abs().amax(-1) > 1e-3 * grad.abs().amax(-1)).all()
+    # A small descent step narrows every gap and raises every token's router entropy.
+    step = z - 1e-2 * grad
+
+    def gaps(logits: torch.Tensor) -> torch.Tensor:
+        return (logits[:, :, None] - logits[:, None, :]).abs()
+
+    off = ~torch.eye(5, dtype=torch.bool)
+    assert (gaps(step)[:, off] < gaps(z)[:, off]).all()
+
+    def entropy(logits: torch.Tensor) -> torch.Tensor:
+        q = torch.softmax(logits, -1)
+        return -(q * q.log()).sum(-1)
+
+    assert (entropy(step) > entropy(z)).all()
+    # The rate is c·Cov_p(p, z) >= 0, c = (2/T) lse.
+    rate = (2 / T * lse[:, 0]) * ((p * p * (z - (p * z).sum(-1, keepdim=True))).sum(-1))
+    torch.testing.assert_close((entropy(z - 1e-7 * grad) - entropy(z)) / 1e-7, rate,
+                               rtol=1e-4, atol=1e-9)
+    assert (rate > 0).all()

@@ -9,25 +9,24 @@ import pytest
 import torch
 
 from scratchformer.cli import main
-from scratchformer.data.snli import LABELS, NLIPair, SNLISplit
-from scratchformer.experiments import nli
-from scratchformer.experiments.nli_baselines import (
-    BowLogisticRegression,
-    MajorityClass,
-    features,
-)
-from scratchformer.experiments.nli_data import (
+from scratchformer.data.nli_pairs import (
     CLS,
     HYPOTHESIS,
     PAD,
     PREMISE,
     encode_pair,
     format_pair,
+    length_bucketed_batches,
     pad_batch,
     train_pair_tokenizer,
 )
+from scratchformer.data.snli import LABELS, NLIPair, SNLISplit
+from scratchformer.experiments import nli
+from scratchformer.experiments.registry import StudyError, get
+from scratchformer.models.bow import BowLogisticRegression, MajorityClass, features
 from scratchformer.models.gpt import GPTConfig
 from scratchformer.models.gpt_classifier import GPTClassifier
+from scratchformer.models.nli import classify, load_classifier
 
 NOUNS = ["dog", "cat", "man", "woman", "child", "bird", "horse", "girl", "boy", "car"]
 VERBS = ["runs", "sleeps", "eats", "jumps", "sits", "plays", "walks", "swims"]
@@ -141,19 +140,39 @@ def test_scores_by_hand():
 
 def test_bucketed_batches_cover_each_epoch_once():
     lengths = [random.Random(i).randint(3, 40) for i in range(100)]
-    batches = nli.length_bucketed_batches(lengths, 8, 13, seed=0)  # 13 batches = one epoch
+    batches = length_bucketed_batches(lengths, 8, 13, seed=0)  # 13 batches = one epoch
     assert len(batches) == 13 and sorted(i for b in batches for i in b) == list(range(100))
 
 
-def test_variant_parsing_and_unavailable_options(monkeypatch):
+def test_variant_parsing():
     assert nli.parse_variant("dense:moe:scratch") == ("dense", "moe", "scratch")
     with pytest.raises(ValueError, match="attention:ffn:init"):
         nli.parse_variant("dense:sparse:scratch")
-    from scratchformer.nn import attention as attention_module
 
-    monkeypatch.setattr(attention_module, "ATTENTION_BACKENDS", ("scratch", "sdpa"))
-    with pytest.raises(nli.VariantUnavailableError, match="block_sparse' is not available"):
-        nli.gpt_options("block_sparse", "dense")
+
+@pytest.mark.parametrize(("field", "bad", "message"), [
+    ("variants", "dense:sparse:scratch", "attention:ffn:init"),
+    ("epochs", "0", "epochs"),
+    ("min_steps", "1", "min_steps must be >= 2"),
+    ("bpe_vocab", "100", "bpe_vocab must be >= 261"),
+    ("head_dropout", "1.0", "head_dropout"),
+    ("moe_top_k", "5", "moe_top_k must be <= moe_experts=4"),
+    ("pretrain_context", "200", "pretrain_context must be <= context_len=128"),
+    ("n_heads", "3", "divisible"),
+    ("device", "gpu9", "device"),
+])
+def test_bad_config_fails_when_built(field, bad, message):
+    with pytest.raises(StudyError, match=message):
+        get("nli.snli").config("quick", {field: bad})
+
+
+def test_data_file_is_relative_to_the_data_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("SCRATCHFORMER_DATA", str(tmp_path))
+    src = tmp_path / "snli_1.0" / "snli_1.0_train.jsonl"
+    assert nli.data_file(str(src)) == "snli_1.0/snli_1.0_train.jsonl"
+    archive = f"{tmp_path / 'snli_1.0' / 'snli_1.0.zip'}!snli_1.0/snli_1.0_train.jsonl"
+    assert nli.data_file(archive) == "snli_1.0/snli_1.0.zip!snli_1.0/snli_1.0_train.jsonl"
+    assert nli.data_file("elsewhere/train.jsonl") == "elsewhere/train.jsonl"
 
 
 def _fake_snli(monkeypatch):
@@ -180,6 +199,7 @@ def test_tiny_study_run_and_cli(monkeypatch, tmp_path, capsys):
     out.mkdir()
     m = nli.run(cfg, out)
     assert m["train_set"]["pairs_used"] == 240 and m["train_set"]["file"] == "fake/train.jsonl"
+    assert m["train_set"]["dataset"] == "snli_1.0"
     assert set(m["models"]) == {"majority", "hypothesis_only_bow_lr", "pair_bow_lr",
                                 "gpt[dense,dense]/scratch", "gpt[dense,dense]/pretrained"}
     for r in m["models"].values():
@@ -199,9 +219,9 @@ def test_tiny_study_run_and_cli(monkeypatch, tmp_path, capsys):
     assert (out / "tokenizer.json").stat().st_mtime_ns == stamp
 
     ckpt = out / nli.CHECKPOINT_DIR
-    model, tok, extra = nli.load_classifier(ckpt)
+    model, tok, extra = load_classifier(ckpt)
     assert extra["variant"] == m["summary"]["best_variant"]
-    probs = nli.classify(model, tok, "The dog runs in the park.", "A dog runs.")
+    probs = classify(model, tok, "The dog runs in the park.", "A dog runs.")
     assert list(probs) == list(LABELS) and sum(probs.values()) == pytest.approx(1.0)
     capsys.readouterr()
     assert main(["nli", "The dog runs in the park.", "A dog runs.",

@@ -58,7 +58,7 @@ def test_attention_is_permutation_equivariant():
 @pytest.mark.parametrize("norm_position", ["pre", "post"])
 def test_blocks_are_permutation_equivariant(norm, norm_position):
     torch.manual_seed(0)
-    block = TransformerBlock(16, 2, 24, norm=norm, norm_position=norm_position).to(F64)
+    block = TransformerBlock.build(16, 2, 24, norm=norm, norm_position=norm_position).to(F64)
     x = torch.randn(2, 9, 16, dtype=F64, generator=_gen(4))
     perm = torch.randperm(9, generator=_gen(5))
     torch.testing.assert_close(block(x[:, perm]), block(x)[:, perm], atol=1e-12, rtol=0)
@@ -131,8 +131,8 @@ def test_invariant_model_scores_exactly_half_on_paired_data(task):
 def test_causal_mask_reveals_position_without_pe():
     """Identical tokens get identical states bidirectionally, distinct ones under a causal mask."""
     torch.manual_seed(0)
-    bidir = TransformerBlock(16, 2).to(F64)
-    causal = TransformerBlock(16, 2, causal=True).to(F64)
+    bidir = TransformerBlock.build(16, 2).to(F64)
+    causal = TransformerBlock.build(16, 2, causal=True).to(F64)
     causal.load_state_dict(bidir.state_dict())
     first, rest = torch.randn(2, 16, dtype=F64, generator=_gen(7))
     x = torch.cat([first[None], rest.expand(6, 16)])[None]  # [b, a, a, a, a, a, a]

@@ -280,7 +280,7 @@ def test_bad_inputs_raise() -> None:
         effective_rank(torch.zeros(2, 2))
     with pytest.raises(ValueError, match="not divisible by n_heads=3"):
         qk_matrices(torch.ones(4, 4), torch.ones(4, 4), 3)
-    with pytest.raises(ValueError, match="n_heads must be a positive int"):
+    with pytest.raises(ValueError, match="n_heads must be >= 1, got 0"):
         qk_matrices(torch.ones(4, 4), torch.ones(4, 4), 0)
     with pytest.raises(ValueError, match="same shape"):
         qk_matrices(torch.ones(4, 4), torch.ones(4, 8), 2)

@@ -133,3 +133,35 @@ def test_cli_run_writes_metrics(tmp_path, capsys):
     assert cli.main(argv) == 0
     rec = json.loads((out / "positional.encoding" / "metrics.json").read_text())
     assert rec["config"]["dim"] == 16 and rec["profile"] == "quick"
+
+
+@pytest.mark.parametrize("setting", ["steps=-1", "lr=nan", "threads=-2", "seed=x"])
+def test_run_all_with_a_bad_value_fails_before_any_study_runs(setting, tmp_path, capsys,
+                                                              monkeypatch):
+    from scratchformer.experiments import runner
+
+    ran: list[str] = []
+    monkeypatch.setattr(runner, "run_study", lambda study, *a, **k: ran.append(study.name))
+    out = tmp_path / "res"
+    assert cli.main(["run", "all", "--set", setting, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scratchformer: error:") and "\n" not in err
+    assert setting.split("=")[0] in err
+    assert ran == [] and not out.exists()
+
+
+def test_every_catalog_entry_registers_its_study():
+    for name, (module, description) in registry.CATALOG.items():
+        study = registry.get(name)
+        assert study.description == description and study.run.__module__.endswith(module)
+
+
+def test_list_and_argument_errors_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from scratchformer import cli; rc = cli.main(['list']); "
+            "rc2 = cli.main(['run', 'nope']); "
+            "assert (rc, rc2) == (0, 2), (rc, rc2); assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -82,16 +82,21 @@ def test_split_sizes_and_order(n, percent):
             train_val_split(text, percent / 100)
 
 
-@pytest.mark.parametrize("bad", [0, 1, 0.0, 1.0, -0.1, 1.5, float("nan"), float("inf")])
-def test_split_rejects_fractions_outside_zero_one(bad):
-    with pytest.raises(ValueError, match="val_fraction must lie strictly between 0 and 1"):
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [(0, "> 0, got 0.0"), (1, "< 1, got 1.0"), (0.0, "> 0, got 0.0"), (1.0, "< 1, got 1.0"),
+     (-0.1, "> 0, got -0.1"), (1.5, "< 1, got 1.5"), (float("nan"), "a finite number, got nan"),
+     (float("inf"), "a finite number, got inf")],
+)
+def test_split_rejects_fractions_outside_zero_one(bad, expected):
+    with pytest.raises(ValueError, match=f"val_fraction must be {expected}$"):
         train_val_split("some text", bad)
 
 
 def test_split_rejects_wrong_types():
-    with pytest.raises(TypeError, match="val_fraction must be a float"):
+    with pytest.raises(TypeError, match="val_fraction must be a real number, got str"):
         train_val_split("some text", "0.1")
-    with pytest.raises(TypeError, match="val_fraction must be a float"):
+    with pytest.raises(TypeError, match="val_fraction must be a real number, got bool"):
         train_val_split("some text", True)
     with pytest.raises(TypeError, match="text must be a str"):
         train_val_split(["a", "b"], 0.5)

@@ -6,13 +6,14 @@ docs/derivations/sparse-attention-complexity.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
 import torch
 
-from scratchformer.experiments.registry import get
+from scratchformer.experiments.registry import StudyError, get
 from scratchformer.experiments.runner import run_study
 from scratchformer.functional.attention import scaled_dot_product_attention
 from scratchformer.functional.sparse import (
@@ -211,9 +212,9 @@ def test_bad_kernel_arguments():
     x = torch.randn(2, 8, 4)
     with pytest.raises(ValueError, match=r"query length \(axis -2\) must equal layout.length=8"):
         block_sparse_attention(torch.randn(2, 9, 4), x, x, layout)
-    with pytest.raises(ValueError, match="share the last dimension"):
+    with pytest.raises(ValueError, match=r"same last dimension E, got query \(2, 8, 5\)"):
         block_sparse_attention(torch.randn(2, 8, 5), x, x, layout)
-    with pytest.raises(ValueError, match="value must be a floating tensor"):
+    with pytest.raises(TypeError, match=r"value must be floating point, got dtype torch\.int64"):
         block_sparse_attention(x, x, torch.ones(2, 8, 4, dtype=torch.int64), layout)
     with pytest.raises(TypeError, match="layout must be a SparseLayout"):
         block_sparse_attention(x, x, x, layout_to_mask(layout))
@@ -305,20 +306,19 @@ def test_block_sparse_backend_needs_a_pattern_and_no_mask():
 
 # --- the sparse.quality study ------------------------------------------------------------------
 
-TINY = {"text_chars": "20000", "val_chars": "3000", "steps": "6", "eval_every": "3",
-        "eval_batches": "2", "d_model": "16", "context_len": "32", "batch_size": "4",
-        "sparse_block": "8", "seeds": "2", "picture_len": "24", "warmup_steps": "2"}
+SPARSE_QUALITY = {"eval_every": 3, "context_len": 32, "sparse_block": 8, "seeds": 2,
+                  "picture_len": 24}
 
 
-def test_sparse_quality_study_tiny(tmp_path, monkeypatch, shared_data):
-    monkeypatch.setenv("SCRATCHFORMER_DATA", str(shared_data))
-    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
+def test_sparse_quality_study_tiny(tmp_path, tiny_char_lm):
     study = get("sparse.quality")
-    record = run_study(study, study.config("quick", TINY), tmp_path)
+    cfg = dataclasses.replace(study.config("quick"), **{**tiny_char_lm, **SPARSE_QUALITY})
+    record = run_study(study, cfg, tmp_path)
     m = record["metrics"]
     out = tmp_path / "sparse.quality"
     assert json.loads((out / "metrics.json").read_text())["metrics"]["seeds"] == 2
     assert {"layouts.png", "val_loss.png"} <= set(record["figures"])
+    assert (out / "train_log_block_sparse_seed1.jsonl").is_file()
     for backend in ("dense", "block_sparse"):
         r = m["backends"][backend]
         assert len(r["val_loss"]["values"]) == 2 and r["val_loss"]["std"] >= 0
@@ -327,9 +327,28 @@ def test_sparse_quality_study_tiny(tmp_path, monkeypatch, shared_data):
     points = {p["variant"]: p for p in m["tradeoff"]["points"]}
     assert points["block_sparse"]["speed"] == m["backends"]["block_sparse"]["tokens_per_s"]["mean"]
     assert points["dense"]["quality"] == m["backends"]["dense"]["val_loss"]["mean"]
+    assert m["dense_backend"] == cfg.attention_backend == "sdpa"
     lay = m["layout"]
     assert (lay["window"], lay["stride"]) == (6, 6)  # round(sqrt(32))
     expected = layout_to_mask(window_strided_layout(32, 8, 6, 6)).sum().item()
     assert lay["pairs"] == expected and 0 < lay["fraction_of_causal_pairs"] < 1
-    with pytest.raises(ValueError, match="sparse_block must be a positive int, got 0"):
-        run_study(study, study.config("quick", {**TINY, "sparse_block": "0"}), tmp_path)
+
+
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("sparse_block", 0, "sparse_block must be >= 1, got 0"),
+    ("sparse_window", -1, "sparse_window must be >= 0, got -1"),
+    ("picture_len", 0, "picture_len must be >= 1, got 0"),
+    ("attention_backend", "flash", r"attention_backend must be one of .*got 'flash'"),
+])
+def test_sparse_quality_config_rejects_bad_values(field, value, match):
+    cfg = get("sparse.quality").config("quick")
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(cfg, **{field: value})
+
+
+def test_sparse_quality_config_override_error_is_a_study_error():
+    study = get("sparse.quality")
+    with pytest.raises(StudyError, match="sparse_block must be >= 1, got 0"):
+        study.config("quick", {"sparse_block": "0"})
+    with pytest.raises(StudyError, match=r"attention_backend must be one of .*got 'flash'"):
+        study.config("quick", {"attention_backend": "flash"})

@@ -26,6 +26,7 @@ ALIASES: dict[tuple[str, str], str] = {
 # Fields removed from a study's config because they never affected its results.
 DROPPED: dict[str, set[str]] = {
     "shakespeare.embedding_pca": {"bpe_vocab"},
+    "gpt.hf_baseline": {"seeds", "track_every", "n_align", "n_examples"},
 }
 # Settings that were hard-coded in a study and are now fields, with the value it used.
 ADDED: dict[str, dict[str, object]] = {

@@ -125,7 +125,7 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 
 def _cmd_nli(args: argparse.Namespace) -> int:
     """``scratchformer nli PREMISE HYPOTHESIS``: the label and its three probabilities."""
-    from scratchformer.experiments.nli import classify, load_classifier
+    from scratchformer.models.nli import classify, load_classifier
     from scratchformer.training.checkpoint import CheckpointError
 
     try:

@@ -22,13 +22,11 @@ both modes. Cached and uncached decoding therefore see exactly the same inputs a
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
 from scratchformer.models.gpt import GPT
+from scratchformer.validation import check_bool, check_int, check_optional_int, check_real
 
 __all__ = ["generate", "sample_next_token", "top_k_filter", "top_p_filter"]
 
@@ -42,32 +40,11 @@ def _check_logits(logits: object) -> Tensor:
     return logits
 
 
-def _check_top_k(top_k: object) -> int | None:
-    if top_k is None:
-        return None
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
-        raise TypeError(f"top_k must be an int or None, got {type(top_k).__name__} {top_k!r}")
-    if top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    return int(top_k)
-
-
 def _check_top_p(top_p: object) -> float | None:
+    """None, or a probability mass in (0, 1]."""
     if top_p is None:
         return None
-    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real):
-        raise TypeError(f"top_p must be a float or None, got {type(top_p).__name__} {top_p!r}")
-    if not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    return float(top_p)
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature must be a float, got {type(temperature).__name__}")
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
-    return float(temperature)
+    return check_real("top_p", top_p, minimum=0, maximum=1, min_inclusive=False)
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -76,7 +53,7 @@ def top_k_filter(logits: Tensor, k: int) -> Tensor:
     Ties at the k-th value are broken by ``torch.topk``, so exactly ``min(k, vocab)`` survive.
     """
     logits = _check_logits(logits)
-    k = _check_top_k(k)
+    k = check_int("k", k)
     if k >= logits.shape[-1]:
         return logits
     values, indices = logits.topk(k, dim=-1)
@@ -90,7 +67,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     needed to reach ``p``. The most likely token is always kept.
     """
     logits = _check_logits(logits)
-    p = _check_top_p(p)
+    p = check_real("p", p, minimum=0, maximum=1, min_inclusive=False)
     probs_sorted, order = torch.softmax(logits, dim=-1).sort(dim=-1, descending=True)
     cum = probs_sorted.cumsum(dim=-1)
     mass_before = torch.cat((torch.zeros_like(cum[..., :1]), cum[..., :-1]), dim=-1)
@@ -113,10 +90,9 @@ def sample_next_token(
     ``temperature=0`` is greedy. ``generator`` makes sampling reproducible.
     """
     logits = _check_logits(logits)
-    temperature = _check_temperature(temperature)
-    top_k, top_p = _check_top_k(top_k), _check_top_p(top_p)
-    if not isinstance(greedy, bool):
-        raise TypeError(f"greedy must be a bool, got {type(greedy).__name__}")
+    temperature = check_real("temperature", temperature, minimum=0)
+    top_k, top_p = check_optional_int("top_k", top_k), _check_top_p(top_p)
+    greedy = check_bool("greedy", greedy)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if greedy or temperature == 0.0:
@@ -141,14 +117,10 @@ def _check_generate_args(model: object, idx: object, max_new_tokens: object, eos
         raise ValueError(
             f"idx must have shape (batch, length >= 1) (a prompt), got {tuple(idx.shape)}"
         )
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral):
-        raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
     if eos_id is not None:
         vocab = model.config.vocab_size
-        if isinstance(eos_id, bool) or not isinstance(eos_id, numbers.Integral):
-            raise TypeError(f"eos_id must be an int or None, got {type(eos_id).__name__}")
+        eos_id = check_int("eos_id", eos_id, minimum=None)
         if not 0 <= eos_id < vocab:
             raise ValueError(f"eos_id must be in [0, vocab_size={vocab}), got {eos_id}")
 
@@ -177,17 +149,14 @@ def generate(
     window is cropped (see the module docstring).
     """
     _check_generate_args(model, idx, max_new_tokens, eos_id)
-    if not isinstance(greedy, bool) or not isinstance(use_cache, bool):
-        raise TypeError(
-            f"greedy and use_cache must be bools, got {type(greedy).__name__} and "
-            f"{type(use_cache).__name__}"
-        )
+    greedy, use_cache = check_bool("greedy", greedy), check_bool("use_cache", use_cache)
+    return_logits = check_bool("return_logits", return_logits)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     # Validate the sampling options once, before any model work.
     sample_kw = {
-        "temperature": _check_temperature(temperature),
-        "top_k": _check_top_k(top_k),
+        "temperature": check_real("temperature", temperature, minimum=0),
+        "top_k": check_optional_int("top_k", top_k),
         "top_p": _check_top_p(top_p),
         "greedy": greedy,
         "generator": generator,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from scratchformer.functional.activations import standard_normal_pdf
+from scratchformer.validation import check_int, check_real
 
 __all__ = [
     "OutputGradRecorder",
@@ -135,13 +136,12 @@ def meanfield_second_moments(
     With W ~ N(0, gain2/width): q_{l+1} = gain2 · E_{z~N(0,1)}[act(√q_l · z)²], starting at
     ``q1`` (2 for unit-variance inputs and He init). ReLU keeps q constant; GELU shrinks it.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive int, got {depth!r}")
-    if not q1 > 0 or not gain2 > 0:
-        raise ValueError(f"q1 and gain2 must be positive, got q1={q1!r}, gain2={gain2!r}")
+    depth = check_int("depth", depth)
+    q1 = check_real("q1", q1, minimum=0, min_inclusive=False)
+    gain2 = check_real("gain2", gain2, minimum=0, min_inclusive=False)
     z = torch.linspace(-12.0, 12.0, n_grid, dtype=torch.float64)
     weight = standard_normal_pdf(z)
-    qs = [float(q1)]
+    qs = [q1]
     for _ in range(depth - 1):
         second = torch.trapezoid(act(math.sqrt(qs[-1]) * z) ** 2 * weight, z).item()
         qs.append(gain2 * second)
@@ -165,10 +165,8 @@ def relu_dead_probability(c: float, batch: int, n_grid: int = 20_001) -> float:
     Equals ∫ φ(ξ) Φ(−ξ√(c/(1−c)))^batch dξ (equicorrelated Gaussian orthant probability): the
     chance that a zero-bias ReLU unit is dead on the whole batch. 2^−batch at c = 0, ½ at c = 1.
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}")
-    if not 0.0 <= c <= 1.0:
-        raise ValueError(f"c must be a cosine in [0, 1], got {c!r}")
+    batch = check_int("batch", batch)
+    c = check_real("c", c, minimum=0, maximum=1)  # a cosine
     if c == 1.0:
         return 0.5
     xi = torch.linspace(-12.0, 12.0, n_grid, dtype=torch.float64)

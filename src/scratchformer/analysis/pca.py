@@ -20,11 +20,12 @@ the small ones to rounding first.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from scratchformer.validation import check_optional_int
 
 __all__ = ["PCA", "fit_pca"]
 
@@ -80,15 +81,10 @@ def fit_pca(x: Tensor, n_components: int | None = None) -> PCA:
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x must be finite; it contains NaN or inf")
     k_max = min(n, d)
-    if n_components is None:
-        k = k_max
-    else:
-        if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
-            raise TypeError(f"n_components must be an int or None, got {n_components!r}")
-        if not 1 <= n_components <= k_max:
-            raise ValueError(f"n_components must be in [1, min(n, d) = {k_max}], "
-                             f"got {n_components}")
-        k = int(n_components)
+    k = check_optional_int("n_components", n_components)
+    k = k_max if k is None else k
+    if k > k_max:
+        raise ValueError(f"n_components must be <= min(n, d) = {k_max}, got {k}")
     x = x.detach()
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from scratchformer.validation import check_int
+
 __all__ = [
     "effective_rank",
     "numerical_rank",
@@ -144,8 +146,7 @@ def rank_summary(m: Tensor) -> dict[str, Tensor]:
 def _split_heads(w: Tensor, n_heads: int, name: str, axis: int) -> Tensor:
     """Cut ``w`` (..., d_model, H·d_head) into (..., H, d_model, d_head) along ``axis`` (-1/-2)."""
     w = _check_matrices(w, name)
-    if isinstance(n_heads, bool) or not isinstance(n_heads, int) or n_heads < 1:
-        raise ValueError(f"n_heads must be a positive int, got {n_heads!r}")
+    n_heads = check_int("n_heads", n_heads)
     width = w.shape[axis]
     if width % n_heads:
         raise ValueError(

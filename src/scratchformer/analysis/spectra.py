@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from scratchformer.analysis import rank
+from scratchformer.validation import check_real
 
 __all__ = [
     "cumulative_energy",
@@ -79,8 +80,7 @@ def cumulative_energy(eigenvalues: Tensor) -> Tensor:
 
 def energy_rank(eigenvalues: Tensor, fraction: float = 0.99) -> int:
     """Fewest eigenvalues whose sum reaches ``fraction`` of the total (e.g. 99% of the energy)."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    fraction = check_real("fraction", fraction, minimum=0, maximum=1, min_inclusive=False)
     cum = cumulative_energy(eigenvalues)
     # a tiny slack so that fraction=1.0 is not defeated by the rounding of the cumulative sum
     target = torch.tensor([fraction - 1e-12], dtype=cum.dtype, device=cum.device)
@@ -109,8 +109,8 @@ def numerical_rank(x: Tensor, rtol: float | None = None) -> int:
     cannot be told apart from rounding error (`rank.rank_tolerance`).
     """
     x = _check_matrix("x", x)
-    if rtol is not None and rtol < 0:
-        raise ValueError(f"rtol must be >= 0, got {rtol}")
+    if rtol is not None:
+        rtol = check_real("rtol", rtol, minimum=0)
     if x.numel() == 0:
         return 0
     tol = None if rtol is None else rtol * float(singular_values(x)[0])

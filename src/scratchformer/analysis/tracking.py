@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from scratchformer.analysis.rank import qk_matrices, rank_summary
 from scratchformer.nn.attention import MultiHeadAttention
 from scratchformer.nn.embeddings import TokenEmbedding
+from scratchformer.validation import check_int
 
 __all__ = ["QK_MEASURES", "SpectrumTracker", "find_attention", "find_token_embedding"]
 
@@ -50,12 +51,6 @@ def find_token_embedding(model: nn.Module) -> Tensor:
     )
 
 
-def _check_every(every: object) -> int:
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive int (record every k steps), got {every!r}")
-    return every
-
-
 class SpectrumTracker:
     """Trainer hook recording QKᵀ rank measures per layer/head and embedding singular values.
 
@@ -73,7 +68,7 @@ class SpectrumTracker:
         attention: Callable[[nn.Module], Sequence[MultiHeadAttention]] = find_attention,
         embedding: Callable[[nn.Module], Tensor] = find_token_embedding,
     ) -> None:
-        self.every = _check_every(every)
+        self.every = check_int("every", every)  # record every k steps
         if not callable(attention) or not callable(embedding):
             raise TypeError("attention and embedding must be callables taking the model")
         self._attention, self._embedding = attention, embedding
@@ -90,8 +85,7 @@ class SpectrumTracker:
     @torch.no_grad()
     def record(self, model: nn.Module, step: int) -> None:
         """Measure ``model`` now and store the result under ``step`` (replacing a same-step one)."""
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        step = check_int("step", step, minimum=0)
         layers = list(self._attention(model))
         if not layers:
             raise ValueError("the attention callable returned no modules")

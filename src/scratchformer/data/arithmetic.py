@@ -38,6 +38,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from scratchformer.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_real,
+)
+
 __all__ = [
     "IGNORE_INDEX",
     "OPERATORS",
@@ -89,10 +97,7 @@ class ArithmeticConfig:
     test_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_digits, bool) or not isinstance(self.max_digits, int):
-            raise TypeError(f"max_digits must be an int, got {type(self.max_digits).__name__}")
-        if not 1 <= self.max_digits <= 9:
-            raise ValueError(f"max_digits must be in 1..9, got {self.max_digits}")
+        check_int("max_digits", self.max_digits, maximum=9)
         ops = self.operators
         if isinstance(ops, str):
             ops = tuple(ops)
@@ -107,26 +112,13 @@ class ArithmeticConfig:
         if len(set(ops)) != len(ops):
             raise ValueError(f"operators must not repeat, got {ops}")
         object.__setattr__(self, "operators", ops)
-        if not isinstance(self.allow_negative_operands, bool):
-            raise TypeError(
-                "allow_negative_operands must be a bool, "
-                f"got {type(self.allow_negative_operands).__name__}"
-            )
+        check_bool("allow_negative_operands", self.allow_negative_operands)
         _check_end_marker(self.end_marker)
         for name in ("n_train", "n_val", "n_test"):
-            n = getattr(self, name)
-            if n is None:
-                continue
-            if isinstance(n, bool) or not isinstance(n, int):
-                raise TypeError(f"{name} must be an int or None, got {type(n).__name__}")
-            if n < 0:
-                raise ValueError(f"{name} must be >= 0, got {n}")
+            check_optional_int(name, getattr(self, name), minimum=0)
         for name in ("val_fraction", "test_fraction"):
-            f = getattr(self, name)
-            if not isinstance(f, (int, float)) or isinstance(f, bool):
-                raise TypeError(f"{name} must be a float, got {type(f).__name__}")
-            if not 0.0 < f < 1.0:
-                raise ValueError(f"{name} must be in (0, 1), got {f}")
+            check_real(name, getattr(self, name), minimum=0, maximum=1, min_inclusive=False,
+                       max_inclusive=False)
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError(
                 "val_fraction + test_fraction must be < 1 (training needs pairs), got "
@@ -153,16 +145,13 @@ def operand_range(cfg: ArithmeticConfig) -> tuple[int, int]:
 
 def solve(a: int, op: str, b: int) -> int:
     """The exact integer value of ``a op b`` for ``op`` in ``+ - *``."""
-    for name, v in (("a", a), ("b", b)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    a, b = check_int("a", a, minimum=None), check_int("b", b, minimum=None)
+    op = check_choice("op", op, OPERATORS)
     if op == "+":
-        return int(a) + int(b)
+        return a + b
     if op == "-":
-        return int(a) - int(b)
-    if op == "*":
-        return int(a) * int(b)
-    raise ValueError(f"op must be one of {OPERATORS}, got {op!r}")
+        return a - b
+    return a * b
 
 
 def format_problem(a: int, op: str, b: int, end_marker: str = "$") -> str:
@@ -250,22 +239,11 @@ def _split_index(u: np.ndarray, cfg: ArithmeticConfig) -> np.ndarray:
     return out
 
 
-def _check_seed(seed: object) -> int:
-    """Return ``seed`` if it is a non-negative int, else raise naming it."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return int(seed)
-
-
 def split_of(a: int, b: int, cfg: ArithmeticConfig, seed: int) -> str:
     """Which split ('train', 'val' or 'test') the unordered operand pair {a, b} belongs to."""
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, minimum=0)
     for name, v in (("a", a), ("b", b)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
-        if not -(2**31) < v < 2**31:
+        if not -(2**31) < check_int(name, v, minimum=None) < 2**31:
             raise ValueError(f"{name} must satisfy |{name}| < 2**31, got {v}")
     u = _pair_uniform(np.array([a]), np.array([b]), seed)
     return SPLITS[int(_split_index(u, cfg)[0])]
@@ -352,7 +330,7 @@ def make_splits(cfg: ArithmeticConfig, seed: int = 0) -> ArithmeticSplits:
     """
     if not isinstance(cfg, ArithmeticConfig):
         raise TypeError(f"cfg must be an ArithmeticConfig, got {type(cfg).__name__}")
-    seed = _check_seed(seed)
+    seed = check_int("seed", seed, minimum=0)
     lo, hi = operand_range(cfg)
     space = len(cfg.operators) * (hi - lo + 1) ** 2
     if space <= ENUMERATE_LIMIT:
@@ -455,8 +433,7 @@ def encode_problems(
         raise ValueError("problems must not be empty")
     if not isinstance(tokenizer, ArithmeticTokenizer):
         raise TypeError(f"tokenizer must be an ArithmeticTokenizer, got {type(tokenizer).__name__}")
-    if isinstance(context_len, bool) or not isinstance(context_len, int) or context_len < 1:
-        raise ValueError(f"context_len must be a positive int, got {context_len!r}")
+    context_len = check_int("context_len", context_len)
 
     rows: list[tuple[list[int], list[bool]]] = []  # (ids, is-answer flag per character)
     ids_row: list[int] = []
@@ -564,3 +541,99 @@ def exact_match(predicted_strings: Sequence[str], problems: Sequence[str]) -> fl
         truth = f"{solve(a, op, b)}{end or ''}"
         correct += pred.startswith(truth) if end else pred == truth
     return correct / len(problems)
+
+
+# --- a task: splits encoded for training and evaluation -------------------------------------
+
+LOSS_ON = ("all", "answer")
+"""What a model's training loss covers: every predicted token, or only the answer tokens."""
+
+
+@dataclass
+class ArithmeticTask:
+    """The splits, the tokenizer and the encoded train/val/test sets of one task."""
+
+    splits: ArithmeticSplits
+    tokenizer: ArithmeticTokenizer
+    seq_len: int  # input length of the encoded rows: longest problem - 1
+    context_len: int  # the model's context: longest problem (room for the generated end marker)
+    train: ArithmeticBatch
+    train_targets: Tensor  # targets the loss sees (answer-only if loss_on == "answer")
+    train_tokens: Tensor  # non-pad tokens per training row
+    val: ArithmeticBatch
+    test: ArithmeticBatch
+
+
+def build_task(cfg: ArithmeticConfig, *, seed: int = 0, context_len: int = 0,
+               loss_on: str = "all") -> ArithmeticTask:
+    """Draw the splits of ``cfg`` with ``seed`` and encode them, one problem per row.
+
+    ``context_len`` 0 fits the longest problem; ``loss_on="answer"`` hides every training
+    target but the answer's from the loss.
+    """
+    check_int("context_len", context_len, minimum=0)
+    if loss_on not in LOSS_ON:
+        raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
+    splits = make_splits(cfg, seed=seed)
+    if not splits.train:
+        raise ValueError("the training split is empty; raise n_train or max_digits")
+    tok = ArithmeticTokenizer(cfg.end_marker)
+    longest = max_problem_length(cfg)
+    context = context_len or longest
+    if context < longest:
+        raise ValueError(f"context_len must be >= {longest} (the longest problem), "
+                         f"got {context}")
+    seq_len = longest - 1
+    train = encode_problems(splits.train, tok, seq_len)
+    targets = train.targets
+    if loss_on == "answer":
+        targets = torch.where(train.answer_mask, targets, IGNORE_INDEX)
+    return ArithmeticTask(
+        splits=splits, tokenizer=tok, seq_len=seq_len, context_len=context,
+        train=train, train_targets=targets,
+        train_tokens=(train.targets != IGNORE_INDEX).sum(1),
+        val=encode_problems(splits.val, tok, seq_len),
+        test=encode_problems(splits.test, tok, seq_len),
+    )
+
+
+class TaskBatches:
+    """Random training rows of a task drawn from a generator, ``(inputs, targets, n_tokens)``
+    per call: the `Trainer`'s ``train_batches`` signature ``(step, micro, generator)``."""
+
+    def __init__(self, task: ArithmeticTask, batch_size: int) -> None:
+        check_int("batch_size", batch_size)
+        self.task, self.batch_size = task, batch_size
+
+    def __call__(self, step: int, micro: int, generator: torch.Generator
+                 ) -> tuple[Tensor, Tensor, int]:
+        task = self.task
+        rows = torch.randint(0, task.train.inputs.shape[0], (self.batch_size,),
+                             generator=generator)
+        n_tokens = int(task.train_tokens[rows].sum())
+        return task.train.inputs[rows], task.train_targets[rows], n_tokens
+
+
+def token_ppl_floor(cfg: ArithmeticConfig, problems: Sequence[str]) -> float:
+    """Lowest all-token perplexity any model can reach on ``problems`` of ``cfg``.
+
+    By the chain rule the summed NLL of a problem's targets is at least the prompt's entropy
+    minus the first character's, ``log #ops + 2 log #operand values - H(first char)`` (answers
+    add nothing); spread over the mean number of targets, that bounds the per-token
+    perplexity. Assumes operator and operands uniform and independent, as the generator draws
+    them.
+    """
+    lo, hi = operand_range(cfg)
+    values = hi - lo + 1
+    firsts: dict[str, int] = {}
+    for v in range(lo, hi + 1):
+        c = str(v)[0]
+        firsts[c] = firsts.get(c, 0) + 1
+    p = np.array(list(firsts.values()), dtype=float) / values
+    h_first = float(-(p * np.log(p)).sum())
+    h_prompt = math.log(len(cfg.operators)) + 2 * math.log(values)
+    mean_targets = float(np.mean([len(s) - 1 for s in problems]))
+    return math.exp((h_prompt - h_first) / mean_targets)
+
+
+__all__ += ["LOSS_ON", "ArithmeticTask", "TaskBatches", "build_task", "token_ppl_floor"]

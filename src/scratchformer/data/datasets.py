@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from scratchformer.data.errors import UnknownDatasetError
+from scratchformer.validation import check_optional_int
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*")
@@ -48,12 +49,7 @@ class DataFile:
                 f"sha256 of {self.key} must be 64 lower-case hex digits or None, "
                 f"got {self.sha256!r}"
             )
-        if self.size is not None and (
-            isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 0
-        ):
-            raise ValueError(
-                f"size of {self.key} must be a non-negative int or None, got {self.size!r}"
-            )
+        check_optional_int(f"size of {self.key}", self.size, minimum=0)
         if self.url is not None and not (
             isinstance(self.url, str) and self.url.startswith(("http://", "https://"))
         ):

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from scratchformer import __version__
 from scratchformer.data.errors import ChecksumError, DataUnavailableError
+from scratchformer.validation import check_int, check_real
 
 CHUNK_SIZE = 1 << 16
 USER_AGENT = f"scratchformer/{__version__} (+urllib)"
@@ -28,8 +29,7 @@ USER_AGENT = f"scratchformer/{__version__} (+urllib)"
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = CHUNK_SIZE) -> str:
     """The hex sha256 digest of the file at ``path``, read in chunks of ``chunk_size`` bytes."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    chunk_size = check_int("chunk_size", chunk_size)
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_size):
@@ -55,10 +55,8 @@ def download(
     """
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    chunk_size = check_int("chunk_size", chunk_size)
+    timeout = check_real("timeout", timeout, minimum=0, min_inclusive=False)  # in seconds
     dest = Path(dest)
     label = desc or dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)

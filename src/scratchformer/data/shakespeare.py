@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from fractions import Fraction
 
 from scratchformer.data.resolve import resolve
+from scratchformer.validation import check_int, check_real
 
 
 def load_tiny_shakespeare(*, offline: bool | None = None, progress: bool = True) -> str:
@@ -31,12 +32,10 @@ def train_val_split(text: str, val_fraction: float = 0.1) -> tuple[str, str]:
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)):
-        raise TypeError(f"val_fraction must be a float, got {type(val_fraction).__name__}")
-    if not (math.isfinite(val_fraction) and 0 < val_fraction < 1):
-        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction!r}")
+    val_fraction = check_real("val_fraction", val_fraction, minimum=0, maximum=1,
+                              min_inclusive=False, max_inclusive=False)
     n = len(text)
-    n_train = math.floor(n * (1 - Fraction(repr(float(val_fraction)))))
+    n_train = math.floor(n * (1 - Fraction(repr(val_fraction))))
     if n_train == 0 or n_train == n:
         raise ValueError(
             f"val_fraction={val_fraction!r} of a text of {n} characters leaves an empty "
@@ -87,9 +86,7 @@ class CharTokenizer:
             raise TypeError(f"ids must be an iterable of ints, got {type(ids).__name__}")
         chars = []
         for pos, i in enumerate(ids):
-            if isinstance(i, bool) or not isinstance(i, int):
-                raise TypeError(f"ids[{pos}] must be an int, got {i!r}")
-            if not 0 <= i < self.vocab_size:
+            if not 0 <= check_int(f"ids[{pos}]", i, minimum=None) < self.vocab_size:
                 raise ValueError(
                     f"ids[{pos}] = {i} is not a valid id; expected 0 <= id < {self.vocab_size}"
                 )

@@ -39,6 +39,7 @@ from scratchformer.data.datasets import get_file
 from scratchformer.data.download import sha256_file
 from scratchformer.data.errors import ChecksumError, DataError, DataUnavailableError
 from scratchformer.data.resolve import cache_dir, mirror_dir, resolve_file
+from scratchformer.validation import check_choice
 
 __all__ = [
     "LABELS",
@@ -154,7 +155,7 @@ def _open_lines(path: Path, split: str) -> Iterator[bytes]:
 
 def read_snli_file(path: str | os.PathLike, split: str) -> SNLISplit:
     """Read ``split`` from a plain/gzipped jsonl or from the official zip, no content check."""
-    _check_split(split)
+    check_choice("split", split, SPLITS)
     path = Path(path)
     if not path.is_file():
         raise DataUnavailableError(f"SNLI {split} file {path} does not exist")
@@ -165,11 +166,6 @@ def read_snli_file(path: str | os.PathLike, split: str) -> SNLISplit:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise DataError(f"{source}: cannot be read as SNLI jsonl ({e})") from None
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _check_content(path: Path, split: str, data: SNLISplit) -> None:
@@ -200,7 +196,7 @@ def _local_folders() -> list[Path]:
 def load_snli(split: str, *, offline: bool | None = None, verify: bool = True,
               zip_sha256: str | None = None, progress: bool = True) -> SNLISplit:
     """The labelled pairs of SNLI ``split`` found as the module docstring describes."""
-    _check_split(split)
+    check_choice("split", split, SPLITS)
     gz = get_file(DATASET, f"snli_1.0_{split}.jsonl.gz")
     looked: list[str] = []
     try:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scratchformer.validation import check_int
+from scratchformer.validation import check_choice, check_int
 
 __all__ = ["TASKS", "is_palindrome", "is_sorted", "make_task", "palindrome_task", "sorted_task"]
 
@@ -117,8 +117,7 @@ def sorted_task(
     unsorted rearrangement (label 0): a uniform one (``"shuffle"``) or one swap (``"swap"``).
     """
     n, length, vocab = _check_common(num_examples, seq_len, vocab_size, generator)
-    if negatives not in ("shuffle", "swap"):
-        raise ValueError(f"negatives must be 'shuffle' or 'swap', got {negatives!r}")
+    negatives = check_choice("negatives", negatives, ("shuffle", "swap"))
     dev = generator.device
 
     def draw(k: int) -> Tensor:
@@ -176,8 +175,6 @@ def make_task(
     generator: torch.Generator,
 ) -> tuple[Tensor, Tensor]:
     """Dispatch to the generator named ``task`` (one of :data:`TASKS`)."""
-    if task == "sorted":
+    if check_choice("task", task, TASKS) == "sorted":
         return sorted_task(num_examples, seq_len, vocab_size, generator=generator)
-    if task == "palindrome":
-        return palindrome_task(num_examples, seq_len, vocab_size, generator=generator)
-    raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    return palindrome_task(num_examples, seq_len, vocab_size, generator=generator)

@@ -32,14 +32,23 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from scratchformer.analysis.rank import effective_rank, numerical_rank, stable_rank
+from scratchformer.data.lm_text import random_batch
+from scratchformer.experiments.kit import (
+    CharGPTConfig,
+    char_text,
+    positive,
+    positive_real,
+    torch_threads,
+    train_char_lm,
+)
+from scratchformer.experiments.kit.config import Rule
 from scratchformer.experiments.registry import register
-from scratchformer.experiments.shakespeare import char_data, load_text, random_batch, train_lm
-from scratchformer.experiments.threads import torch_threads
 from scratchformer.functional.attention import masked_softmax
 from scratchformer.functional.contractions import merge_heads_matmul, split_heads_matmul
 from scratchformer.functional.lowrank import (
@@ -59,57 +68,37 @@ TARGETS = ("causal", "bidirectional")
 
 
 @dataclass
-class Config:
-    """Quick profile: a 2-layer, 4-head char GPT (d_head 16, context 64), 300 steps."""
+class Config(CharGPTConfig):
+    """Quick profile: a 2-layer, 4-head char GPT (d_head 16, context 64), 300 steps on the CPU."""
 
-    text_chars: int = 200_000  # first characters of Tiny Shakespeare; 0 = all
-    val_chars: int = 20_000
-    n_layers: int = 2
-    n_heads: int = 4
-    d_model: int = 64
-    context_len: int = 64
-    batch_size: int = 12
-    steps: int = 300
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 10
-    beta2: float = 0.99
-    weight_decay: float = 0.1
-    eval_every: int = 300
-    eval_batches: int = 4
-    attention_backend: str = "sdpa"
-    device: str = "cpu"
-    ranks: tuple[int, ...] = (1, 4, 16, 64)  # each <= context_len
+    ranks: tuple[int, ...] = (1, 4, 16, 64)  # each in [1, context_len]
     eval_windows: int = 16  # validation windows for errors, ranks and the loss change
     fit_windows: int = 8  # fixed training windows that pick Linformer's best E, F
     fit_batch: int = 8  # fresh training windows per Linformer fitting step
     fit_steps: int = 60
     fit_lr: float = 0.02
     newton_iters: int = 6  # Newton–Schulz steps of the ``nystrom`` method (Xiong et al.: 6)
-    threads: int = 1  # torch threads for the whole study; 0 = leave as is
-    seed: int = 0
+    n_heads: int = 4
+    steps: int = 300
+    eval_every: int = 300
+    eval_batches: int = 4
+    device: str = "cpu"
+
+    RULES: ClassVar[dict[str, Rule]] = {"eval_windows": positive, "fit_windows": positive,
+                                        "fit_batch": positive, "fit_lr": positive_real}
+
+    def check(self) -> None:
+        """Every rank must be one a context_len × context_len attention map can have."""
+        super().check()
+        if not self.ranks or any(not 1 <= r <= self.context_len for r in self.ranks):
+            raise ValueError(f"ranks must be a non-empty tuple of ints in [1, context_len="
+                             f"{self.context_len}], got {self.ranks!r}")
 
 
 FULL = {"text_chars": 0, "n_layers": 3, "d_model": 128, "context_len": 128, "batch_size": 16,
         "steps": 900, "eval_every": 300, "eval_batches": 8, "warmup_steps": 50,
         "ranks": (1, 2, 4, 8, 16, 32, 64, 128), "eval_windows": 24, "fit_windows": 16,
         "fit_steps": 100}
-
-
-def _check(cfg: Config) -> None:
-    """Fail early on settings that cannot work."""
-    for name in ("n_layers", "n_heads", "d_model", "context_len", "batch_size", "steps",
-                 "eval_every", "eval_batches", "eval_windows", "fit_windows", "fit_batch"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    for name in ("fit_steps", "threads", "newton_iters"):
-        if getattr(cfg, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(cfg, name)}")
-    bad = [r for r in cfg.ranks if not 1 <= r <= cfg.context_len]
-    if not cfg.ranks or bad:
-        raise ValueError(f"ranks must be a non-empty tuple of ints in [1, context_len="
-                         f"{cfg.context_len}], got {cfg.ranks!r}")
 
 
 # ----------------------------------------------------------------------------- model replay
@@ -149,6 +138,7 @@ def replay(model: GPT, idx: Tensor, attend: Attend, record: list | None = None) 
 
 
 def _loss(model: GPT, x: Tensor, y: Tensor, attend: Attend) -> float:
+    """Mean next-token cross-entropy of the replayed model on ``(x, y)``."""
     logits = replay(model, x, attend)
     return float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                                    y.reshape(-1)))
@@ -250,15 +240,13 @@ def _spectra(qkv: list[tuple[Tensor, Tensor, Tensor]]) -> dict[str, Tensor]:
 @register("lowrank.approximation", Config, full=FULL)
 def run(cfg: Config, out: Path) -> dict:
     """Truncated SVD vs Nyström vs Linformer on a trained char GPT's attention maps."""
-    _check(cfg)
     with torch_threads(cfg.threads):
         return _run(cfg, out)
 
 
 def _run(cfg: Config, out: Path) -> dict:
-    train, val = load_text(cfg)
-    data = char_data(train, val)
-    lm = train_lm(cfg, data, out / "train_log.jsonl")
+    data = char_text(cfg)
+    lm = train_char_lm(cfg, data, log_path=out / "train_log.jsonl")
     model = lm.model.to(F64).eval()
     gen = torch.Generator().manual_seed(cfg.seed + 7)
     x_val, y_val = random_batch(data.val, cfg.eval_windows, cfg.context_len, gen)
@@ -304,8 +292,8 @@ def _run(cfg: Config, out: Path) -> dict:
     ranks = rank_report(val_qkv, cfg.d_model // cfg.n_heads)
     figures = _plot(cfg, errors, losses, base_loss, _spectra(val_qkv), ranks, out)
     return {
-        "model": {"parameters": lm.model.num_parameters(), "val_loss_trained": lm.curve[
-            "val_loss"][-1], "d_head": ranks["d_head"], "n": cfg.context_len},
+        "model": {"parameters": lm.model.num_parameters(), "val_loss_trained": lm.final(),
+                  "d_head": ranks["d_head"], "n": cfg.context_len},
         "replay_max_abs_logit_error": float((logits - ref_logits).abs().max()),
         "ranks": list(cfg.ranks),
         "relative_frobenius_error": errors,

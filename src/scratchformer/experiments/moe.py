@@ -26,57 +26,74 @@ because these runs are a few hundred steps, not hundreds of thousands.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
-from scratchformer.experiments.registry import register
-from scratchformer.experiments.shakespeare import (
-    char_data,
-    estimate_loss,
-    load_text,
-    random_batch,
+from scratchformer.data.lm_text import TokenizedText, char_data, random_batch
+from scratchformer.experiments.kit import (
+    CharGPTConfig,
+    TrainResult,
+    gpt_config,
+    in_range,
+    mean_std,
+    positive,
+    positive_real,
+    text_split,
+    torch_threads,
+    train_char_lm,
 )
-from scratchformer.experiments.threads import torch_threads
+from scratchformer.experiments.kit.config import Rule
+from scratchformer.experiments.registry import register
 from scratchformer.models.gpt import GPT, GPTConfig
-from scratchformer.training import TrainConfig, Trainer
+from scratchformer.training import Trainer
 from scratchformer.viz.figures import new_figure, save_figure
 
 VARIANTS = ("dense", "top1", "top2", "deepseek", "top1_bias", "top1_none")
 
 
 @dataclass
-class Config:
+class Config(CharGPTConfig):
     """Quick profile: one seed, 2-layer width-64 GPTs, 60 steps each on a 200k-char slice."""
 
     variants: str = ",".join(VARIANTS)  # comma-separated subset of VARIANTS
     seeds: int = 1
-    text_chars: int = 200_000  # 0 = the whole corpus
-    val_chars: int = 20_000  # 0 = the whole validation split
-    n_layers: int = 2
-    n_heads: int = 2
-    d_model: int = 64
-    context_len: int = 64
-    batch_size: int = 12
-    steps: int = 60
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 10
-    weight_decay: float = 0.1
-    eval_every: int = 30
-    eval_batches: int = 10
     aux_weight: float = 0.01
     bias_rate: float = 0.01
     bench_repeats: int = 3  # interleaved speed rounds over all variants (the first is warm-up)
     bench_steps: int = 5  # training steps timed per variant and round
-    attention_backend: str = "sdpa"
-    threads: int = 1
-    seed: int = 0
+    steps: int = 60
+    lr: float = 2e-3
+    min_lr: float = 2e-4
+    eval_every: int = 30
+    eval_batches: int = 10
+    device: str = "cpu"
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "seeds": positive, "aux_weight": in_range(0.0, math.inf), "bias_rate": positive_real,
+        "bench_repeats": positive, "bench_steps": positive,
+    }
+
+    @property
+    def variant_names(self) -> list[str]:
+        """The variants to run, in the order given."""
+        return [v.strip() for v in self.variants.split(",") if v.strip()]
+
+    def check(self) -> None:
+        """Variants must name entries of VARIANTS; d_model must split into the expert widths."""
+        super().check()
+        bad = [v for v in self.variant_names if v not in VARIANTS]
+        if not self.variant_names or bad:
+            raise ValueError(f"variants must be a comma-separated subset of {VARIANTS}, "
+                             f"got {self.variants!r}" + (f" (unknown: {bad})" if bad else ""))
+        if self.d_model % 16:
+            raise ValueError(f"d_model must be a multiple of 16 (expert widths 4·d/4), "
+                             f"got {self.d_model}")
 
 
 FULL = {"seeds": 2, "text_chars": 0, "val_chars": 0, "steps": 600, "eval_every": 150,
@@ -86,10 +103,6 @@ FULL = {"seeds": 2, "text_chars": 0, "val_chars": 0, "steps": 600, "eval_every":
 def variant_config(name: str, cfg: Config, vocab_size: int) -> GPTConfig:
     """The GPTConfig of variant ``name``: same attention and sizes, a different FFN."""
     h = 4 * cfg.d_model
-    base = dict(vocab_size=vocab_size, context_len=cfg.context_len, n_layers=cfg.n_layers,
-                n_heads=cfg.n_heads, d_model=cfg.d_model, dropout=0.0, bias=False,
-                attention_backend=cfg.attention_backend, moe_aux_weight=cfg.aux_weight,
-                moe_bias_rate=cfg.bias_rate)
     moe: dict[str, Any]
     if name == "dense":
         moe = {}
@@ -102,62 +115,31 @@ def variant_config(name: str, cfg: Config, vocab_size: int) -> GPTConfig:
         moe = dict(ffn="moe", moe_experts=16, moe_top_k=3, moe_hidden=h // 4, moe_shared=1,
                    moe_shared_hidden=h // 4, moe_router="sigmoid", moe_balance="bias")
     else:
-        raise ValueError(f"variants must name entries of {VARIANTS}, got {name!r}")
-    return GPTConfig(**base, **moe)
+        raise ValueError(f"variant must be one of {VARIANTS}, got {name!r}")
+    return gpt_config(cfg, vocab_size, moe_aux_weight=cfg.aux_weight,
+                      moe_bias_rate=cfg.bias_rate, **moe)
 
 
-@dataclass
-class VariantRun:
-    """One trained variant: its curve, speed and per-step expert loads (layer-averaged)."""
-
-    val_curve: dict[str, list[float]]
-    tokens_per_s: float
-    loads: list[np.ndarray]  # per step: (n_layers, E) fraction of assignments per expert
-    params: int
-    active: int
-
-
-def train_variant(name: str, cfg: Config, data: Any, seed: int) -> VariantRun:
-    """Train variant ``name`` with the project Trainer, logging the routing load every step."""
-    torch.manual_seed(seed)
-    model = GPT(variant_config(name, cfg, data.vocab_size))
+def train_variant(name: str, cfg: Config, data: TokenizedText, seed: int
+                  ) -> tuple[TrainResult, list[np.ndarray]]:
+    """Train variant ``name``; also its routing load at every step, per layer: (n_layers, E)
+    fractions of assignments per expert (empty for the dense FFN)."""
     loads: list[np.ndarray] = []
 
-    def batches(step: int, micro: int, gen: torch.Generator) -> tuple[Tensor, Tensor, int]:
-        x, y = random_batch(data.train, cfg.batch_size, cfg.context_len, gen)
-        return x, y, y.numel()
-
-    def loss_fn(m: nn.Module, batch: tuple) -> tuple[Tensor, int]:
-        x, y, n = batch
-        return m(x, y)[1], n
-
-    def eval_fn(m: nn.Module) -> dict[str, float]:
-        return {"val_loss": estimate_loss(m, data.val, cfg.eval_batches, cfg.batch_size,
-                                          cfg.context_len, seed + 1)}
-
     def on_step(trainer: Trainer, step: int, record: dict | None) -> None:
-        layers = model.moe_layers()
-        if layers:
+        model = trainer.model
+        assert isinstance(model, GPT)
+        if layers := model.moe_layers():
             loads.append(np.stack([m.last_stats.load.numpy() for m in layers]))
         model.update_moe_bias()
 
-    tcfg = TrainConfig(max_steps=cfg.steps, lr=cfg.lr, min_lr=cfg.min_lr,
-                       warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
-                       betas=(0.9, 0.99), grad_clip=1.0, eval_interval=cfg.eval_every,
-                       log_interval=min(10, cfg.eval_every), seed=seed, device="cpu",
-                       autocast="off")
-    trainer = Trainer(model, tcfg, train_batches=batches, loss_fn=loss_fn, eval_fn=eval_fn,
-                      on_step=[on_step])
-    history = trainer.fit()
-    evals = [r for r in history if "val_loss" in r]
-    speeds = [r["tokens_per_s"] for r in history[1:] if r.get("tokens_per_s")]
-    return VariantRun({"step": [r["step"] for r in evals],
-                       "val_loss": [r["val_loss"] for r in evals]},
-                      float(np.median(speeds)) if speeds else float("nan"), loads,
-                      model.num_parameters(), model.active_parameters())
+    result = train_char_lm(cfg, data, seed=seed, model_config=variant_config(
+        name, cfg, data.vocab_size), on_step=[on_step])
+    return result, loads
 
 
-def measure_throughput(names: list[str], cfg: Config, data: Any) -> dict[str, float]:
+def measure_throughput(names: list[str], cfg: Config, data: TokenizedText
+                       ) -> dict[str, float]:
     """Training tokens/s of each variant, timed in interleaved rounds so that a change of load
     on a shared machine hits every variant alike; the median round after a warm-up one."""
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -200,34 +182,11 @@ def balance_metrics(loads: list[np.ndarray]) -> dict[str, float]:
             "entropy_norm_last_quarter": float(entropy[tail].mean())}
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
-
-
-def _check(cfg: Config) -> list[str]:
-    """The variant names to run; fail early on settings that cannot work."""
-    names = [v.strip() for v in cfg.variants.split(",") if v.strip()]
-    bad = [v for v in names if v not in VARIANTS]
-    if not names or bad:
-        raise ValueError(f"variants must be a comma-separated subset of {VARIANTS}, "
-                         f"got {cfg.variants!r}")
-    for name in ("seeds", "n_layers", "n_heads", "d_model", "context_len", "batch_size",
-                 "steps", "eval_every", "eval_batches", "bench_repeats", "bench_steps"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if cfg.d_model % 16:
-        raise ValueError(f"d_model must be a multiple of 16 (expert widths 4·d/4), "
-                         f"got {cfg.d_model}")
-    return names
-
-
 @register("moe.shakespeare", Config, full=FULL)
 def run(cfg: Config, out: Path) -> dict:
     """Dense vs MoE (top-1, top-2) vs DeepSeekMoE at equal active parameters; load balance."""
-    names = _check(cfg)
-    data = char_data(*load_text(cfg))
+    names = cfg.variant_names
+    data = char_data(*text_split(cfg))
     results: dict[str, dict] = {}
     first_loads: dict[str, list[np.ndarray]] = {}
     curves: dict[str, dict] = {}
@@ -235,16 +194,17 @@ def run(cfg: Config, out: Path) -> dict:
     with torch_threads(cfg.threads):
         for name in names:
             runs = [train_variant(name, cfg, data, cfg.seed + s) for s in range(cfg.seeds)]
-            first_loads[name] = runs[0].loads
-            curves[name] = runs[0].val_curve
-            per_seed = [balance_metrics(r.loads) for r in runs]
+            first, first_loads[name] = runs[0]
+            curves[name] = first.curve
+            per_seed = [balance_metrics(loads) for _, loads in runs]
             results[name] = {
-                "parameters": runs[0].params,
-                "active_parameters": runs[0].active,
-                "val_loss": _mean_std([r.val_curve["val_loss"][-1] for r in runs]),
-                "train_log_tokens_per_s": _mean_std([r.tokens_per_s for r in runs]),
-                "balance": {k: _mean_std([m[k] for m in per_seed])
-                            for k in (per_seed[0] if per_seed[0] else {})},
+                "parameters": first.model.num_parameters(),
+                "active_parameters": first.model.active_parameters(),
+                "val_loss": mean_std([r.final() for r, _ in runs], values_key=None),
+                "train_log_tokens_per_s": mean_std([r.tokens_per_s for r, _ in runs],
+                                                   values_key=None),
+                "balance": {k: mean_std([m[k] for m in per_seed], values_key=None)
+                            for k in per_seed[0]},
                 "config": {k: v for k, v in dataclasses.asdict(
                     variant_config(name, cfg, data.vocab_size)).items()
                     if k == "ffn" or k.startswith("moe_")},

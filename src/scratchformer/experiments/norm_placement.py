@@ -43,25 +43,36 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scratchformer.analysis.gradient_flow import layer_grad_norms
-from scratchformer.experiments.registry import register
-from scratchformer.experiments.shakespeare import (
-    TokenizedText,
-    char_data,
-    estimate_loss,
-    load_text,
-    random_batch,
+from scratchformer.analysis.layer_grads import LayerGradTracker, init_grad_norms
+from scratchformer.data.lm_text import TokenizedText, char_data, random_batch
+from scratchformer.experiments.kit import (
+    CharTextConfig,
+    at_least,
+    choice,
+    gpt_config,
+    in_range,
+    lm_batches,
+    lm_eval,
+    positive,
+    positive_real,
+    text_split,
+    torch_threads,
+    train,
+    train_config,
+    unit_real,
 )
-from scratchformer.experiments.threads import torch_threads
-from scratchformer.models.gpt import GPT, GPTConfig
+from scratchformer.experiments.kit.config import Rule
+from scratchformer.experiments.registry import register
+from scratchformer.models.gpt import GPT
 from scratchformer.nn.block import NORM_POSITIONS
-from scratchformer.training import TrainConfig, Trainer
+from scratchformer.training import Trainer
+from scratchformer.validation import check_real
 from scratchformer.viz.figures import new_figure, save_figure
 
 INITS = ("xavier", "gpt2")
@@ -69,34 +80,55 @@ _POS_STYLE = {"pre": "-", "post": "--"}
 _POS_COLOR = {"pre": "tab:blue", "post": "tab:red"}
 
 
+def _each(rule: Rule) -> Rule:
+    """A non-empty tuple whose every element passes ``rule``: a sweep needs at least one point."""
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, (tuple, list)) or not value:
+            raise ValueError(f"{name} must be a non-empty tuple, got {value!r}")
+        for i, v in enumerate(value):
+            rule(f"{name}[{i}]", v)
+
+    return check
+
+
+def _non_negative(name: str, value: Any) -> None:
+    """A finite float >= 0 (0 turns the knob off)."""
+    check_real(name, value, minimum=0.0)
+
+
 @dataclass
-class Config:
-    """Quick profile: depths 2 and 4, width 32, 40 steps, one seed."""
+class Config(CharTextConfig):
+    """Quick profile: depths 2 and 4, width 32, 40 steps, one seed (``seed`` offsets each run's)."""
 
     depths: tuple[int, ...] = (2, 4)
     positions: tuple[str, ...] = NORM_POSITIONS
     lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
-    warmup_steps: int = 8  # the "with warmup" arm; the other arm has none
     seeds: tuple[int, ...] = (0,)
     init: str = "xavier"  # "xavier" (Glorot-normal block matrices) or "gpt2"
     init_schemes: tuple[str, ...] = INITS  # measured at initialisation (cheap)
-    d_model: int = 32
-    n_heads: int = 2
-    context_len: int = 32
-    batch_size: int = 8
-    steps: int = 40
     min_lr_ratio: float = 1.0  # cosine floor as a fraction of lr; 1 = constant after warmup
     beta2: float = 0.98  # Adam's β₂ of Vaswani et al. and Xiong et al.
-    weight_decay: float = 0.0
     grad_clip: float = 0.0  # max global gradient norm; 0 = no clipping
     init_batches: int = 4  # batches averaged for the gradient norms at initialisation
     record_every: int = 10  # steps between recorded losses and gradient norms
-    eval_batches: int = 8  # validation batches for the initial and the final loss
     divergence_margin: float = 0.5  # nats above the initial validation loss
-    text_chars: int = 200_000  # first characters of the corpus used; 0 = all of it
-    val_chars: int = 20_000  # validation characters kept; 0 = all
-    threads: int = 1  # torch threads; 0 = leave as is
-    seed: int = 0  # offset added to every run's seed
+    d_model: int = 32
+    context_len: int = 32
+    batch_size: int = 8
+    steps: int = 40
+    warmup_steps: int = 8  # the "with warmup" arm; the other arm has none
+    eval_batches: int = 8  # validation batches for the initial and the final loss
+    weight_decay: float = 0.0
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "depths": _each(positive), "positions": _each(choice(*NORM_POSITIONS)),
+        "lrs": _each(positive_real), "seeds": _each(at_least(0)), "init": choice(*INITS),
+        "init_schemes": _each(choice(*INITS)), "min_lr_ratio": unit_real,
+        "beta2": in_range(0.0, 1.0, high_inclusive=False), "grad_clip": _non_negative,
+        "init_batches": positive, "record_every": positive,
+        "divergence_margin": _non_negative, "warmup_steps": positive,
+    }
 
 
 FULL = {"depths": (6, 12, 24), "lrs": (3e-4, 1e-3, 3e-3, 1e-2), "seeds": (0, 1),
@@ -107,13 +139,12 @@ FULL = {"depths": (6, 12, 24), "lrs": (3e-4, 1e-3, 3e-3, 1e-2), "seeds": (0, 1),
 # ----------------------------------------------------------------------------- model
 
 
-def build_gpt(cfg: Any, vocab_size: int, depth: int, position: str, init: str) -> GPT:
+def build_gpt(cfg: Config, vocab_size: int, depth: int, position: str, init: str) -> GPT:
     """The study's GPT: no biases, no dropout, tied embeddings, ``init`` for the block matrices."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    model = GPT(GPTConfig(vocab_size=vocab_size, context_len=cfg.context_len, n_layers=depth,
-                          n_heads=cfg.n_heads, d_model=cfg.d_model, bias=False,
-                          attention_backend="sdpa", norm_position=position))
+    model = GPT(gpt_config(cfg, vocab_size, n_layers=depth, attention_backend="sdpa",
+                           norm_position=position))
     if init == "xavier":
         xavier_blocks(model)
     return model
@@ -130,69 +161,6 @@ def xavier_blocks(model: GPT) -> GPT:
 
 
 # ----------------------------------------------------------------------------- gradient norms
-
-
-def init_grad_norms(model: nn.Module, layers: Sequence[nn.Module],
-                    batches: Sequence[tuple[Tensor, Tensor]]) -> Tensor:
-    """‖∂L/∂θ_l‖ of every layer, one backward pass per (inputs, targets) batch: (batches, L).
-
-    ``model(x, y)`` must return ``(logits, loss)``; the gradients are cleared before and after.
-    """
-    if not batches:
-        raise ValueError("batches must hold at least one (inputs, targets) pair, got none")
-    rows = []
-    for x, y in batches:
-        model.zero_grad(set_to_none=True)
-        model(x, y)[1].backward()
-        rows.append(layer_grad_norms(list(layers)))
-    model.zero_grad(set_to_none=True)
-    return torch.stack(rows)
-
-
-class LayerGradTracker:
-    """Keeps ‖∂L/∂θ_l‖² of each layer's parameters from the latest backward pass, via hooks.
-
-    Works inside any training loop (the hooks fire when a gradient is accumulated, before the
-    optimizer clears it); `norms` reads the latest per-layer norms. Set ``armed = False`` to skip
-    the work on passes nobody reads; `close` removes the hooks.
-    """
-
-    def __init__(self, layers: Sequence[nn.Module]) -> None:
-        if isinstance(layers, nn.ModuleList):
-            layers = list(layers)
-        if isinstance(layers, nn.Module) or not layers:
-            raise TypeError(f"layers must be a non-empty sequence of modules, got {layers!r}")
-        self._sq: list[dict[int, Tensor]] = [{} for _ in layers]
-        self._handles = []
-        self.armed = True
-        for i, layer in enumerate(layers):
-            params = [p for p in layer.parameters() if p.requires_grad]
-            if not params:
-                raise ValueError(f"layers[{i}] has no trainable parameters")
-            for p in params:
-                self._handles.append(p.register_post_accumulate_grad_hook(self._hook(i)))
-        self._n_params = [sum(1 for p in layer.parameters() if p.requires_grad)
-                          for layer in layers]
-
-    def _hook(self, index: int) -> Callable[[Tensor], None]:
-        def hook(p: Tensor) -> None:
-            if self.armed:
-                self._sq[index][id(p)] = p.grad.detach().double().square().sum()
-
-        return hook
-
-    def norms(self) -> Tensor:
-        """The per-layer gradient norms of the latest backward pass (float64, shape (L,))."""
-        for i, (sq, n) in enumerate(zip(self._sq, self._n_params, strict=True)):
-            if len(sq) != n:
-                raise ValueError(f"layer {i} has {len(sq)} of {n} gradients; run backward first")
-        return torch.stack([torch.stack(list(sq.values())).sum() for sq in self._sq]).sqrt()
-
-    def close(self) -> None:
-        """Remove the hooks."""
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
 
 def depth_slope(depths: Sequence[int], values: Sequence[float]) -> float:
@@ -259,21 +227,16 @@ class RunResult:
                                               "diverged", "beats_unigram", "steps_done")}
 
 
-def train_run(cfg: Any, data: TokenizedText, depth: int, position: str, warmup: int,
+def train_run(cfg: Config, data: TokenizedText, depth: int, position: str, warmup: int,
               lr: float, seed: int, unigram: float = math.inf) -> RunResult:
-    """Train one GPT with the project `Trainer`; a non-finite loss ends the run as diverged.
+    """Train one GPT with the kit's trainer; a non-finite loss ends the run as diverged.
 
     ``unigram`` is the loss a run must beat to count as having learned (`unigram_loss`).
     """
     torch.manual_seed(seed)
     model = build_gpt(cfg, data.vocab_size, depth, position, cfg.init)
-
-    def val(m: nn.Module) -> float:
-        return estimate_loss(m, data.val, cfg.eval_batches, cfg.batch_size, cfg.context_len,
-                             seed + 1)
-
-    initial = val(model.eval())
-    model.train()
+    val = lm_eval(data.val, cfg.eval_batches, cfg.batch_size, cfg.context_len, seed + 1)
+    initial = val(model.eval())["val_loss"]
     tracker = LayerGradTracker(model.blocks)
     steps: list[int] = []
     losses: list[float] = []
@@ -292,58 +255,22 @@ def train_run(cfg: Any, data: TokenizedText, depth: int, position: str, warmup: 
         tracker.armed = logged(step + 1)
 
     tracker.armed = logged(1)
-
-    def batches(step: int, micro: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
-        return random_batch(data.train, cfg.batch_size, cfg.context_len, gen)
-
-    tcfg = TrainConfig(max_steps=cfg.steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
-                       warmup_steps=warmup, weight_decay=cfg.weight_decay,
-                       betas=(0.9, cfg.beta2), grad_clip=cfg.grad_clip or None,
-                       log_interval=cfg.record_every, eval_interval=0, seed=seed,
-                       device="cpu", autocast="off", progress=False)
-    trainer = Trainer(model, tcfg, train_batches=batches, loss_fn=lambda m, b: m(*b)[1],
-                      on_step=[on_step])
+    tcfg = train_config(cfg, seed, lr=lr, min_lr=lr * cfg.min_lr_ratio, warmup_steps=warmup,
+                        grad_clip=cfg.grad_clip or None, log_interval=cfg.record_every,
+                        eval_interval=0, device="cpu", progress=False)
     try:
-        trainer.fit()
-    except FloatingPointError:
-        pass  # the Trainer stops on a non-finite loss; the record is already in `losses`
+        result = train(model, tcfg, lm_batches(data.train, cfg.batch_size, cfg.context_len),
+                       on_step=[on_step], stop_on_nonfinite=True)
     finally:
         tracker.close()
-    final = val(model.eval())
+    final = val(result.model)["val_loss"]
     return RunResult(depth, position, warmup, lr, seed, initial, final,
                      is_diverged(losses, final, initial, cfg.divergence_margin),
-                     math.isfinite(final) and final < unigram, trainer.step,
+                     math.isfinite(final) and final < unigram, result.trainer.step,
                      steps, losses, norms, layers)
 
 
 # ----------------------------------------------------------------------------- the study
-
-
-def _check(cfg: Config) -> None:
-    """Fail early on settings that cannot work."""
-    for name in ("d_model", "n_heads", "context_len", "batch_size", "steps", "init_batches",
-                 "record_every", "eval_batches"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not cfg.depths or any(d < 1 for d in cfg.depths):
-        raise ValueError(f"depths must be positive ints, got {cfg.depths!r}")
-    if not cfg.positions or set(cfg.positions) - set(NORM_POSITIONS):
-        raise ValueError(f"positions must be drawn from {NORM_POSITIONS}, got {cfg.positions!r}")
-    if not cfg.lrs or any(not lr > 0 for lr in cfg.lrs):
-        raise ValueError(f"lrs must be positive numbers, got {cfg.lrs!r}")
-    if not cfg.seeds:
-        raise ValueError("seeds must name at least one seed, got none")
-    if not 0 < cfg.warmup_steps < cfg.steps:
-        raise ValueError(f"warmup_steps must be in [1, steps={cfg.steps}), got {cfg.warmup_steps}")
-    if cfg.init not in INITS or set(cfg.init_schemes) - set(INITS):
-        raise ValueError(f"init and init_schemes must be drawn from {INITS}, got "
-                         f"{cfg.init!r} and {cfg.init_schemes!r}")
-    if not 0 <= cfg.min_lr_ratio <= 1:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {cfg.min_lr_ratio}")
-    if cfg.grad_clip < 0 or cfg.divergence_margin < 0:
-        raise ValueError(f"grad_clip and divergence_margin must be >= 0, got {cfg.grad_clip} "
-                         f"and {cfg.divergence_margin}")
 
 
 def measure_init(cfg: Config, data: TokenizedText) -> dict[str, dict[int, dict[str, list]]]:
@@ -400,9 +327,8 @@ def final_losses(runs: Sequence[RunResult], lrs: Sequence[float]) -> dict[str, d
 @register("norm.placement", Config, full=FULL)
 def run(cfg: Config, out: Path) -> dict:
     """Pre-LN vs Post-LN: gradient norms per layer at init, divergence with/without warmup."""
-    _check(cfg)
     with torch_threads(cfg.threads):
-        data = char_data(*load_text(cfg))
+        data = char_data(*text_split(cfg))
         unigram = unigram_loss(data.train, data.val, data.vocab_size)
         init = measure_init(cfg, data)
         runs = [train_run(cfg, data, depth, position, warmup, lr, cfg.seed + seed, unigram)

@@ -34,7 +34,7 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Train a GPT on held-out arithmetic: answer perplexity, exact match, QKᵀ ranks, "
         "attention."),
     "gpt.hf_baseline": (
-        "gpt_arithmetic",
+        "hf_baseline",
         "Our GPT (scratch and sdpa attention) vs Hugging Face GPT-2, same data and trainer."),
     "lowrank.approximation": (
         "lowrank",
@@ -95,6 +95,8 @@ class Study:
             raise StudyError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
         try:
             return self._build(profile, overrides)
+        except StudyError:
+            raise
         except (ValueError, TypeError) as e:
             raise StudyError(f"study {self.name!r}: {e}") from None
 

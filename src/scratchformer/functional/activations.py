@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch.autograd.function import once_differentiable
 
+from scratchformer.validation import check_choice
+
 __all__ = [
     "ACTIVATIONS",
     "GELU_TANH_COEFF",
@@ -54,13 +56,6 @@ def _check_tensor(x: object, name: str = "x") -> torch.Tensor:
     return x
 
 
-def _check_approximate(approximate: object) -> str:
-    """Fail early unless ``approximate`` names a known GELU form."""
-    if approximate not in _APPROXIMATIONS:
-        raise ValueError(f"approximate must be one of {_APPROXIMATIONS}, got {approximate!r}")
-    return approximate  # type: ignore[return-value]
-
-
 def standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     """Φ(x) = P(Z ≤ x) for Z ~ N(0, 1), as ½·erfc(−x/√2).
 
@@ -89,7 +84,7 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     cancellation of 1 + tanh u ≈ 0 for negative x. NaN propagates; GELU(−∞) = 0, GELU(∞) = ∞.
     """
     _check_tensor(x)
-    approximate = _check_approximate(approximate)
+    approximate = check_choice("approximate", approximate, _APPROXIMATIONS)
     return GeluFunction.apply(x, approximate)
 
 
@@ -153,7 +148,7 @@ def gelu_derivative(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     tends to 0 as x → −∞ and to 1 as x → ∞.
     """
     _check_tensor(x)
-    approximate = _check_approximate(approximate)
+    approximate = check_choice("approximate", approximate, _APPROXIMATIONS)
     x = x.clamp(-_TAIL, _TAIL)  # the derivative equals its limit 0 / 1 out there; avoids ∞·0
     if approximate == "none":
         return standard_normal_cdf(x) + x * standard_normal_pdf(x)
@@ -193,18 +188,11 @@ ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], ...]] = {
 """Activation name → (function, derivative); the names FeedForward accepts."""
 
 
-def _check_name(name: object) -> str:
-    """Fail early unless ``name`` is a key of ACTIVATIONS."""
-    if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
-    return name
-
-
 def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation function called ``name`` ("gelu", "gelu_tanh" or "relu")."""
-    return ACTIVATIONS[_check_name(name)][0]
+    return ACTIVATIONS[check_choice("activation", name, sorted(ACTIVATIONS))][0]
 
 
 def activation_derivative(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The closed-form derivative of the activation called ``name``."""
-    return ACTIVATIONS[_check_name(name)][1]
+    return ACTIVATIONS[check_choice("activation", name, sorted(ACTIVATIONS))][1]

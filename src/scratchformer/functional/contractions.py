@@ -14,14 +14,15 @@ and :func:`einsum_flops` counts the multiply-adds of any such contraction.
 from __future__ import annotations
 
 import math
-import numbers
 import re
 
 import torch
 from torch import Tensor
 
+from scratchformer.functional._checks import resolve_scale
 from scratchformer.functional.attention import masked_softmax
 from scratchformer.functional.masks import causal_mask
+from scratchformer.validation import check_int
 
 __all__ = [
     "attention_einsum",
@@ -50,22 +51,18 @@ def _check_4d(name: str, x: object) -> Tensor:
     return x
 
 
-def _scale(query: Tensor, scale: float | None) -> float:
-    return 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
-
-
 def scores_einsum(query: Tensor, key: Tensor, scale: float | None = None) -> Tensor:
     """``c · Q Kᵀ`` as 'bhqd,bhkd->bhqk' (the default c is 1/√d)."""
     _check_4d("query", query)
     _check_4d("key", key)
-    return torch.einsum("bhqd,bhkd->bhqk", query, key) * _scale(query, scale)
+    return torch.einsum("bhqd,bhkd->bhqk", query, key) * resolve_scale(scale, query)
 
 
 def scores_matmul(query: Tensor, key: Tensor, scale: float | None = None) -> Tensor:
     """``c · Q Kᵀ`` as a batched matmul."""
     _check_4d("query", query)
     _check_4d("key", key)
-    return query @ key.transpose(-2, -1) * _scale(query, scale)
+    return query @ key.transpose(-2, -1) * resolve_scale(scale, query)
 
 
 def weighted_sum_einsum(weights: Tensor, value: Tensor) -> Tensor:
@@ -108,8 +105,7 @@ def _check_projection(x: Tensor, w: Tensor, n_heads: int) -> None:
     if not isinstance(w, Tensor) or w.ndim != 2 or w.shape[0] != x.shape[-1]:
         raise ValueError(f"w must have shape (d_model={x.shape[-1]}, h·e), got "
                          f"{tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}")
-    if isinstance(n_heads, bool) or not isinstance(n_heads, numbers.Integral) or n_heads < 1:
-        raise ValueError(f"n_heads must be an int >= 1, got {n_heads!r}")
+    n_heads = check_int("n_heads", n_heads)
     if w.shape[1] % n_heads:
         raise ValueError(f"w's output size {w.shape[1]} must be divisible by n_heads={n_heads}")
 
@@ -204,16 +200,14 @@ def einsum_flops(equation: str, *shapes: tuple[int, ...]) -> int:
 
 def qk_flops(batch: int, heads: int, len_q: int, len_k: int, head_dim: int) -> int:
     """FLOPs of ``Q Kᵀ`` as a batched matmul: 2 · B · H · Lq · Lk · d."""
-    for name, v in (("batch", batch), ("heads", heads), ("len_q", len_q), ("len_k", len_k),
-                    ("head_dim", head_dim)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
-    return 2 * batch * heads * len_q * len_k * head_dim
+    sizes = {"batch": batch, "heads": heads, "len_q": len_q, "len_k": len_k, "head_dim": head_dim}
+    b, h, lq, lk, d = (check_int(name, v, minimum=0) for name, v in sizes.items())
+    return 2 * b * h * lq * lk * d
 
 
 def attention_flops(batch: int, heads: int, len_q: int, len_k: int, head_dim: int,
                     value_dim: int | None = None) -> int:
     """FLOPs of the two matmuls of attention, ``Q Kᵀ`` and ``A V`` (softmax not counted)."""
-    dv = head_dim if value_dim is None else value_dim
+    dv = head_dim if value_dim is None else check_int("value_dim", value_dim, minimum=0)
     return qk_flops(batch, heads, len_q, len_k, head_dim) + qk_flops(batch, heads, len_q,
                                                                         len_k, dv)

@@ -14,13 +14,12 @@ For queries ``Q`` (..., L, d), keys ``K`` and values ``V`` (..., n, d) exact att
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
+from scratchformer.functional._checks import resolve_scale
 from scratchformer.functional.attention import masked_softmax
+from scratchformer.validation import check_choice, check_int
 
 __all__ = [
     "PINV_METHODS",
@@ -51,16 +50,6 @@ def _check_tensor(name: str, x: object, min_ndim: int = 2) -> Tensor:
     return x
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high]``, else a TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
-
-
 def _check_qkv(query: Tensor, key: Tensor, value: Tensor | None = None) -> None:
     """Query (..., L, d) and key (..., n, d) share d; value (..., n, dv) shares n with key."""
     _check_tensor("query", query)
@@ -76,10 +65,6 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor | None = None) -> None:
             raise ValueError(
                 f"value must have as many rows as key ({key.shape[-2]}), got {tuple(value.shape)}"
             )
-
-
-def _scale(query: Tensor, scale: float | None) -> float:
-    return 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
 
 
 # ----------------------------------------------------------------------------- Linformer
@@ -101,7 +86,7 @@ def linformer_weights(query: Tensor, key: Tensor, E: Tensor, scale: float | None
     """Linformer's L×k weights ``softmax(scale · Q (E K)ᵀ)``: each row sums to 1 over k keys."""
     _check_qkv(query, key)
     E = _check_projection("E", E, key.shape[-2])
-    return masked_softmax(_scale(query, scale) * query @ (E @ key).transpose(-2, -1))
+    return masked_softmax(resolve_scale(scale, query) * query @ (E @ key).transpose(-2, -1))
 
 
 def linformer_attention(
@@ -136,8 +121,8 @@ def segment_means_matrix(n: int, m: int, dtype: torch.dtype = torch.float32,
 
     ``segment_means_matrix(n, m) @ X`` is :func:`segment_means` of X; for m = n it is the identity.
     """
-    n = _check_int("n", n, 1)
-    m = _check_int("num_landmarks", m, 1, n)
+    n = check_int("n", n)
+    m = check_int("num_landmarks", m, maximum=n)
     bounds = [(i * n) // m for i in range(m + 1)]  # segment i = rows [bounds[i], bounds[i+1])
     s = torch.zeros(m, n, dtype=dtype, device=device)
     for i in range(m):
@@ -168,7 +153,7 @@ def newton_schulz_pinv(a: Tensor, iters: int = 6) -> Tensor:
     a = _check_tensor("a", a)
     if a.shape[-1] != a.shape[-2]:
         raise ValueError(f"a must be square (..., m, m), got {tuple(a.shape)}")
-    iters = _check_int("iters", iters, 0)
+    iters = check_int("iters", iters, minimum=0)
     norm1 = a.abs().sum(dim=-2).amax(dim=-1)  # max column sum
     norm_inf = a.abs().sum(dim=-1).amax(dim=-1)  # max row sum
     # ‖A‖₂² <= ‖A‖₁ ‖A‖∞, so Z₀ = Aᵀ / (‖A‖₁ ‖A‖∞) starts inside the region of convergence.
@@ -182,11 +167,7 @@ def newton_schulz_pinv(a: Tensor, iters: int = 6) -> Tensor:
 
 
 def _pinv(a: Tensor, method: str, iters: int) -> Tensor:
-    if method == "exact":
-        return torch.linalg.pinv(a)
-    if method == "newton":
-        return newton_schulz_pinv(a, iters)
-    raise ValueError(f"pinv must be one of {PINV_METHODS}, got {method!r}")
+    return torch.linalg.pinv(a) if method == "exact" else newton_schulz_pinv(a, iters)
 
 
 def nystrom_factors(
@@ -203,8 +184,9 @@ def nystrom_factors(
     (``torch.linalg.pinv``, the reference) or "newton" (``iters`` Newton–Schulz steps).
     """
     _check_qkv(query, key)
-    m = _check_int("num_landmarks", num_landmarks, 1, min(query.shape[-2], key.shape[-2]))
-    c = _scale(query, scale)
+    m = check_int("num_landmarks", num_landmarks, maximum=min(query.shape[-2], key.shape[-2]))
+    pinv = check_choice("pinv", pinv, PINV_METHODS)
+    c = resolve_scale(scale, query)
     q_land, k_land = segment_means(query, m), segment_means(key, m)
     f = masked_softmax(c * query @ k_land.transpose(-2, -1))
     a = masked_softmax(c * q_land @ k_land.transpose(-2, -1))
@@ -233,7 +215,7 @@ def nystrom_attention(query: Tensor, key: Tensor, value: Tensor, num_landmarks: 
 def truncated_svd(a: Tensor, rank: int) -> Tensor:
     """Best rank-``rank`` approximation of each (..., m, n) matrix in ``a`` (Eckart–Young)."""
     a = _check_tensor("a", a)
-    rank = _check_int("rank", rank, 0, min(a.shape[-2], a.shape[-1]))
+    rank = check_int("rank", rank, minimum=0, maximum=min(a.shape[-2], a.shape[-1]))
     u, s, vh = torch.linalg.svd(a, full_matrices=False)
     return (u[..., :rank] * s[..., None, :rank]) @ vh[..., :rank, :]
 
@@ -241,7 +223,7 @@ def truncated_svd(a: Tensor, rank: int) -> Tensor:
 def eckart_young_error(a: Tensor, rank: int) -> Tensor:
     """``sqrt(Σ_{i>r} σᵢ²) / ‖A‖_F`` per matrix: the relative error of the best rank-r fit."""
     a = _check_tensor("a", a)
-    rank = _check_int("rank", rank, 0, min(a.shape[-2], a.shape[-1]))
+    rank = check_int("rank", rank, minimum=0, maximum=min(a.shape[-2], a.shape[-1]))
     s = torch.linalg.svdvals(a)
     return s[..., rank:].square().sum(-1).sqrt() / s.square().sum(-1).sqrt()
 

@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import torch
 
+from scratchformer.validation import check_int
+
 __all__ = [
     "as_additive_mask",
     "bool_to_additive",
@@ -22,15 +24,6 @@ __all__ = [
     "check_mask",
     "padding_mask",
 ]
-
-
-def _check_length(name: str, value: object) -> int:
-    """Return ``value`` as an int when it is a non-negative integer, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 @lru_cache(maxsize=64)
@@ -47,8 +40,8 @@ def causal_mask(
     corner, so query 0 always sees key 0. Results are cached per ``(L, S, device)`` and shared,
     so treat the returned tensor as read-only.
     """
-    L = _check_length("L", L)
-    S = L if S is None else _check_length("S", S)
+    L = check_int("L", L, minimum=0)
+    S = L if S is None else check_int("S", S, minimum=0)
     return _causal_mask_cached(L, S, torch.device(device if device is not None else "cpu"))
 
 
@@ -64,7 +57,7 @@ def padding_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
             f"lengths must be a 1-D integer tensor, got shape {tuple(lengths.shape)} "
             f"and dtype {lengths.dtype}"
         )
-    S = _check_length("S", S)
+    S = check_int("S", S, minimum=0)
     if lengths.numel() and (lengths.min() < 0 or lengths.max() > S):
         raise ValueError(f"lengths must lie in [0, S={S}], got {lengths.tolist()}")
     positions = torch.arange(S, device=lengths.device)

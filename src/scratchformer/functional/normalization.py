@@ -23,24 +23,13 @@ backward (about twice the time at GPT sizes; see docs/benchmarks.md).
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from scratchformer.validation import check_real
+
 __all__ = ["LayerNormFunction", "layer_norm", "rms_norm"]
-
-
-def _check_eps(eps: object) -> float:
-    """Return ``eps`` as a finite float >= 0 (0 is allowed for exact-arithmetic checks)."""
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"eps must be a real number, got {type(eps).__name__} {eps!r}")
-    eps = float(eps)
-    if not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
-    return eps
 
 
 def _check_input(x: object, name: str = "x") -> Tensor:
@@ -73,7 +62,7 @@ def layer_norm(
     Same numbers as ``torch.nn.functional.layer_norm(x, x.shape[-1:], weight, bias, eps)``.
     """
     x = _check_input(x)
-    eps = _check_eps(eps)
+    eps = check_real("eps", eps, minimum=0)  # 0 is allowed for exact-arithmetic checks
     _check_affine(weight, "weight", x.shape[-1])
     _check_affine(bias, "bias", x.shape[-1])
     return LayerNormFunction.apply(x, weight, bias, eps)
@@ -144,7 +133,7 @@ def rms_norm(x: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tens
     Same numbers as ``torch.nn.functional.rms_norm(x, x.shape[-1:], weight, eps)``.
     """
     x = _check_input(x)
-    eps = _check_eps(eps)
+    eps = check_real("eps", eps, minimum=0)  # 0 is allowed for exact-arithmetic checks
     _check_affine(weight, "weight", x.shape[-1])
     y = x * torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + eps)
     if weight is not None:

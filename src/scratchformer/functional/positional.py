@@ -13,13 +13,10 @@ up to the accuracy of ``sin``/``cos`` themselves.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
-from scratchformer.validation import check_int
+from scratchformer.validation import check_int, check_real
 
 __all__ = [
     "positional_frequencies",
@@ -41,14 +38,7 @@ def _check_dim(dim: object) -> int:
 
 def _check_base(base: object) -> float:
     """Return ``base`` as a finite float > 1, so that the frequencies strictly decrease."""
-    if isinstance(base, bool) or not isinstance(base, numbers.Real):
-        raise TypeError(f"base must be a real number, got {type(base).__name__} {base!r}")
-    base = float(base)
-    if not math.isfinite(base) or base <= 1.0:
-        raise ValueError(
-            f"base must be a finite number > 1 so that the frequencies decrease, got {base}"
-        )
-    return base
+    return check_real("base", base, minimum=1, min_inclusive=False)
 
 
 def _check_dtype(dtype: object) -> torch.dtype:
@@ -119,12 +109,11 @@ def rotation_matrix(
     Block ``i`` acts on the pair ``(sin, cos)`` as ``[[cos k w, sin k w], [-sin k w, cos k w]]``
     (``w = omega_i``): a clockwise turn by ``k w`` because sin comes before cos. ``k`` may be < 0.
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an int (a shift in positions), got {type(k).__name__} {k!r}")
+    k = check_int("k", k, minimum=None)  # a shift in positions, of either sign
     dim = _check_dim(dim)
     base = _check_base(base)
     dtype = _check_dtype(dtype)
-    angle = int(k) * _frequencies64(dim, base, device)
+    angle = k * _frequencies64(dim, base, device)
     c, s = torch.cos(angle), torch.sin(angle)
     sin_row = torch.arange(0, dim, 2, device=angle.device)  # row/column of each sin entry
     cos_row = sin_row + 1

@@ -26,8 +26,9 @@ from functools import lru_cache
 
 import torch
 
+from scratchformer.functional._checks import check_qkv, resolve_scale
 from scratchformer.functional.attention import masked_softmax
-from scratchformer.validation import check_int
+from scratchformer.validation import check_bool, check_int
 
 __all__ = [
     "SparseLayout",
@@ -115,12 +116,6 @@ class SparseLayout:
 # --- constructors ------------------------------------------------------------------------------
 
 
-def _check_causal(causal: object) -> bool:
-    if not isinstance(causal, bool):
-        raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
-    return causal
-
-
 def _from_predicate(
     length: int,
     block: int,
@@ -186,7 +181,7 @@ def _stride_candidates(length: int, stride: int, width: int, causal: bool):
 def local_layout(length: int, block: int, window: int, *, causal: bool = True) -> SparseLayout:
     """Sliding window: query i sees keys i-window+1..i (causal) or |i - j| < window (not causal)."""
     length, block = check_int("length", length), check_int("block", block)
-    window, causal = check_int("window", window), _check_causal(causal)
+    window, causal = check_int("window", window), check_bool("causal", causal)
     return _from_predicate(
         length, block, causal, _window_candidates(length, window, causal),
         _window_allowed(window, causal),
@@ -210,7 +205,7 @@ def strided_layout(
     """
     length, block = check_int("length", length), check_int("block", block)
     stride, width = _check_stride(stride, width)
-    causal = _check_causal(causal)
+    causal = check_bool("causal", causal)
     return _from_predicate(
         length, block, causal, _stride_candidates(length, stride, width, causal),
         _stride_allowed(stride, width),
@@ -222,7 +217,7 @@ def window_strided_layout(
 ) -> SparseLayout:
     """Union of `local_layout` (window) and `strided_layout` (stride, width), built in one pass."""
     length, block = check_int("length", length), check_int("block", block)
-    window, causal = check_int("window", window), _check_causal(causal)
+    window, causal = check_int("window", window), check_bool("causal", causal)
     stride, width = _check_stride(stride, width)
     win_c = _window_candidates(length, window, causal)
     str_c = _stride_candidates(length, stride, width, causal)
@@ -327,27 +322,16 @@ def layout_to_mask(layout: SparseLayout) -> torch.Tensor:
 
 
 def _check_inputs(query, key, value, layout) -> None:
-    """Shapes (..., L, E) with one shared L equal to the layout's length; floating dtypes."""
+    """The shared query/key/value checks (`check_qkv`), plus one length L == layout.length."""
     if not isinstance(layout, SparseLayout):
         raise TypeError(f"layout must be a SparseLayout, got {type(layout).__name__}")
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.ndim < 2 or not t.dtype.is_floating_point:
-            raise ValueError(
-                f"{name} must be a floating tensor of shape (..., length, features), got "
-                f"dtype {t.dtype} and shape {tuple(t.shape)}"
-            )
+    check_qkv(query, key, value)
+    for name, t in (("query", query), ("key", key)):  # value's length is key's (check_qkv)
         if t.shape[-2] != layout.length:
             raise ValueError(
                 f"{name} length (axis -2) must equal layout.length={layout.length}, got "
                 f"{t.shape[-2]} (self-attention: queries and keys share one sequence)"
             )
-    if query.shape[-1] != key.shape[-1]:
-        raise ValueError(
-            f"query and key must share the last dimension, got {tuple(query.shape)} and "
-            f"{tuple(key.shape)}"
-        )
     if layout.key_index.device != query.device:
         raise ValueError(
             f"layout is on {layout.key_index.device} but query is on {query.device}; "
@@ -375,7 +359,7 @@ def block_sparse_scores(
     This is the only score tensor the kernel builds: n_blocks·block·m ≈ L·m entries, never L².
     """
     _check_inputs(query, key, key, layout)
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)
+    scale = resolve_scale(scale, query)
     b, nb = layout.block, layout.n_blocks
     q = _pad_rows(query, nb * b).unflatten(-2, (nb, b))  # (..., nb, b, E)
     k = _gather(key, layout)  # (..., nb, m, E)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from scratchformer.nn.block import NORM_POSITIONS, TransformerBlock
+from scratchformer.nn.block import NORM_POSITIONS, BlockConfig, TransformerBlock
 from scratchformer.nn.embeddings import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEmbedding,
@@ -83,19 +83,9 @@ class EncoderClassifier(nn.Module):
         else:
             self.positions = None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                self.d_model,
-                n_heads,
-                d_hidden,
-                activation=activation,
-                dropout=dropout,
-                norm=norm,
-                norm_position=norm_position,
-                causal=False,
-            )
-            for _ in range(n_layers)
-        )
+        block = BlockConfig(self.d_model, n_heads, d_hidden, activation=activation,
+                            dropout=dropout, norm=norm, norm_position=norm_position)
+        self.blocks = nn.ModuleList(TransformerBlock(block) for _ in range(n_layers))
         self.norm = build_norm(norm, self.d_model) if norm_position == "pre" else nn.Identity()
         self.head = nn.Linear(self.d_model, self.num_classes)
 

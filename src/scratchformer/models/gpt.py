@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from scratchformer.functional.activations import ACTIVATIONS
 from scratchformer.functional.sparse import SparsePattern
-from scratchformer.models.gpt_moe import check_moe_config, init_moe_gpt2, make_moe_ffn, moe_loss
-from scratchformer.nn.attention import ATTENTION_BACKENDS, MultiHeadAttention, check_backend
-from scratchformer.nn.block import NORM_POSITIONS, TransformerBlock, make_norm
+from scratchformer.nn.attention import MultiHeadAttention, check_backend
+from scratchformer.nn.block import BlockConfig, TransformerBlock, make_norm
 from scratchformer.nn.embeddings import (
     LearnedPositionalEmbedding,
     SinusoidalPositionalEmbedding,
@@ -38,34 +34,27 @@ from scratchformer.nn.embeddings import (
 )
 from scratchformer.nn.feedforward import FeedForward
 from scratchformer.nn.kv_cache import KVCache
-from scratchformer.nn.moe import MoEFeedForward
-from scratchformer.nn.norm import KERNELS, NORMS, LayerNorm, check_kernels
-from scratchformer.validation import check_int
+from scratchformer.nn.moe import MoEConfig, MoEFeedForward, moe_loss
+from scratchformer.nn.norm import KERNELS, LayerNorm, check_kernels
+from scratchformer.validation import check_bool, check_choice, check_int, check_optional_int
 
-__all__ = ["GPT", "GPT_POSITIONALS", "IGNORE_INDEX", "GPTConfig"]
+__all__ = ["FFN_KINDS", "GPT", "GPT_POSITIONALS", "IGNORE_INDEX", "GPTConfig"]
 
 GPT_POSITIONALS = ("learned", "sinusoidal")
+FFN_KINDS = ("dense", "moe")
 IGNORE_INDEX = -100
 """Targets equal to this take no part in the loss (PyTorch's cross-entropy default)."""
 
 INIT_STD = 0.02
 
 
-def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
-    return value
-
-
 @dataclass
 class GPTConfig:
-    """Sizes and switches of a `GPT`; checked on construction.
+    """Sizes and switches of a `GPT`; checked on construction, handed whole to the model.
+
+    Options are flat and routed by prefix: the block's fields build one `BlockConfig`
+    (`block_config`), the ``moe_*`` fields one `MoEConfig` (`moe_config`), and each of those
+    checks its own fields.
 
     ``d_hidden`` defaults to 4·d_model. ``bias`` puts biases in every linear map and shifts in
     the LayerNorms (GPT-2: True). ``activation`` is any name in `ACTIVATIONS` ("gelu_tanh" is
@@ -123,34 +112,19 @@ class GPTConfig:
                 f"d_model must be divisible by n_heads, got d_model={self.d_model} and "
                 f"n_heads={self.n_heads}"
             )
-        if self.d_hidden is not None:
-            check_int("d_hidden", self.d_hidden)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, numbers.Real):
-            raise TypeError(f"dropout must be a float, got {type(self.dropout).__name__}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        _flag("bias", self.bias)
-        _flag("tie_weights", self.tie_weights)
-        _choice("positional", self.positional, GPT_POSITIONALS)
-        _choice("attention_backend", self.attention_backend, ATTENTION_BACKENDS)
+        check_bool("tie_weights", self.tie_weights)
+        check_choice("positional", self.positional, GPT_POSITIONALS)
+        check_backend(self.attention_backend, "attention_backend")
+        check_choice("kernels", self.kernels, KERNELS)
+        check_choice("ffn", self.ffn, FFN_KINDS)
         check_int("sparse_block", self.sparse_block)
-        for name in ("sparse_window", "sparse_stride"):
-            if getattr(self, name) is not None:
-                check_int(name, getattr(self, name))
-        _choice("activation", self.activation, tuple(sorted(ACTIVATIONS)))
-        _choice("norm", self.norm, NORMS)
-        _choice("norm_position", self.norm_position, NORM_POSITIONS)
-        _choice("kernels", self.kernels, KERNELS)
-        check_moe_config(self)
+        check_optional_int("sparse_window", self.sparse_window)
+        check_optional_int("sparse_stride", self.sparse_stride)
+        self.block_config()  # checks the block's fields (and the moe_* ones)
         if self.positional == "sinusoidal" and self.d_model % 2:
             raise ValueError(
                 f"positional='sinusoidal' needs an even d_model (sin/cos pairs), got {self.d_model}"
             )
-        eps = self.norm_eps
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not math.isfinite(eps):
-            raise TypeError(f"norm_eps must be a finite real number, got {eps!r}")
-        if eps < 0:
-            raise ValueError(f"norm_eps must be >= 0, got {eps}")
 
     @property
     def hidden_size(self) -> int:
@@ -160,6 +134,27 @@ class GPTConfig:
     def sparse_pattern(self) -> SparsePattern:
         """The layout pattern the "block_sparse" backend uses (built for any backend)."""
         return SparsePattern(self.sparse_block, self.sparse_window, self.sparse_stride)
+
+    def moe_config(self) -> MoEConfig:
+        """The ``moe_*`` options as the MoE layer's own config (checked when built)."""
+        return MoEConfig(
+            experts=self.moe_experts, top_k=self.moe_top_k, hidden=self.moe_hidden,
+            shared=self.moe_shared, shared_hidden=self.moe_shared_hidden,
+            router=self.moe_router, balance=self.moe_balance, aux_weight=self.moe_aux_weight,
+            z_weight=self.moe_z_weight, noisy=self.moe_noisy,
+            capacity_factor=self.moe_capacity_factor, bias_rate=self.moe_bias_rate,
+            prefix="moe_")
+
+    def block_config(self) -> BlockConfig:
+        """The config of every block: causal, the GPT's sizes, norms, kernel and FFN."""
+        moe = self.moe_config()
+        return BlockConfig(
+            self.d_model, self.n_heads, self.hidden_size, activation=self.activation,
+            dropout=self.dropout, norm=self.norm, norm_position=self.norm_position, causal=True,
+            bias=self.bias, attention_backend=self.attention_backend,
+            sparse=self.sparse_pattern(), norm_eps=self.norm_eps, norm_bias=self.bias,
+            moe=moe if self.ffn == "moe" else None)
+
 
 
 class GPT(nn.Module):
@@ -183,25 +178,8 @@ class GPT(nn.Module):
         else:
             self.pos_emb = SinusoidalPositionalEmbedding(config.context_len, d)
         self.drop = nn.Dropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(
-                d,
-                config.n_heads,
-                config.hidden_size,
-                activation=config.activation,
-                dropout=config.dropout,
-                norm=config.norm,
-                norm_position=config.norm_position,
-                causal=True,
-                bias=config.bias,
-                attention_backend=config.attention_backend,
-                sparse_pattern=config.sparse_pattern(),
-                norm_eps=config.norm_eps,
-                norm_bias=config.bias,
-                ffn_module=make_moe_ffn(config),
-            )
-            for _ in range(config.n_layers)
-        )
+        block = config.block_config()
+        self.blocks = nn.ModuleList(TransformerBlock(block) for _ in range(config.n_layers))
         self.norm = make_norm(config.norm, d, config.norm_eps, config.bias)
         if config.tie_weights:
             self.register_parameter("lm_head", None)
@@ -225,30 +203,22 @@ class GPT(nn.Module):
         for block in self.blocks:
             attn, ffn = block.attn, block.ffn
             for w, std in ((attn.w_q, INIT_STD), (attn.w_k, INIT_STD), (attn.w_v, INIT_STD),
-                           (attn.w_o, residual_std), (ffn.w1, INIT_STD), (ffn.w2, residual_std)):
+                           (attn.w_o, residual_std)):
                 nn.init.normal_(w, std=std)
-            for b in (attn.b_q, attn.b_k, attn.b_v, attn.b_o, ffn.b1, ffn.b2):
+            for b in (attn.b_q, attn.b_k, attn.b_v, attn.b_o):
                 if b is not None:
                     nn.init.zeros_(b)
-            init_moe_gpt2(ffn, INIT_STD, residual_std)
+            if isinstance(ffn, MoEFeedForward):
+                ffn.init_gpt2(INIT_STD, residual_std)
+            else:
+                nn.init.normal_(ffn.w1, std=INIT_STD)
+                nn.init.normal_(ffn.w2, std=residual_std)
+                for b in (ffn.b1, ffn.b2):
+                    if b is not None:
+                        nn.init.zeros_(b)
             block.norm1.reset_parameters()
             block.norm2.reset_parameters()
         self.norm.reset_parameters()
-
-    @classmethod
-    def from_pretrained_hf(
-        cls, path_or_name: str | Path, local_files_only: bool = True, **overrides
-    ) -> GPT:
-        """A GPT holding the weights of a Hugging Face GPT-2 checkpoint (needs ``transformers``).
-
-        ``path_or_name`` is a directory written by ``save_pretrained`` or a model name already in
-        the local HF cache; nothing is downloaded unless ``local_files_only=False``.
-        ``overrides`` replace GPTConfig fields (e.g. ``attention_backend="sdpa"``).
-        """
-        from scratchformer.models.hf_gpt2 import load_pretrained_hf
-
-        return load_pretrained_hf(cls, path_or_name, local_files_only=local_files_only,
-                                  **overrides)
 
     # --- switches and counts --------------------------------------------------------------
 
@@ -269,7 +239,7 @@ class GPT(nn.Module):
         return self
 
     def configure_backend(self, backend: str) -> GPT:
-        """Switch every attention layer to ``backend`` (see `ATTENTION_BACKENDS`); returns self."""
+        """Switch every attention layer to the registered kernel ``backend``; returns self."""
         backend = check_backend(backend)
         for module in self.modules():
             if isinstance(module, MultiHeadAttention):

@@ -23,15 +23,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from scratchformer.models.gpt import GPTConfig
-
-if TYPE_CHECKING:
-    from scratchformer.models.gpt import GPT
+from scratchformer.models.gpt import GPT, GPTConfig
 
 __all__ = [
     "HF_ACTIVATIONS",
@@ -189,15 +186,17 @@ def load_hf_gpt2_state(model: GPT, hf_state: Mapping[str, Tensor]) -> GPT:
 
 
 def load_pretrained_hf(
-    cls: type[GPT],
     path_or_name: str | Path,
     *,
     local_files_only: bool = True,
     **overrides: Any,
 ) -> GPT:
-    """Build ``cls`` from a local GPT-2 directory or cached hub name (`GPT.from_pretrained_hf`).
+    """Our `GPT` holding the weights of a Hugging Face GPT-2 checkpoint.
 
-    Returns the model in eval mode. Raises FileNotFoundError when nothing is found locally.
+    ``path_or_name`` is a directory written by ``save_pretrained`` or a model name already in
+    the local HF cache; nothing is downloaded unless ``local_files_only=False``. ``overrides``
+    replace `GPTConfig` fields (e.g. ``attention_backend="sdpa"``). Returns the model in eval
+    mode; raises FileNotFoundError when nothing is found locally.
     """
     try:
         import transformers
@@ -221,6 +220,6 @@ def load_pretrained_hf(
             f"could not load a GPT-2 checkpoint {name!r}{where if local_files_only else ''}: "
             f"{err}"
         ) from err
-    model = cls(gpt_config_from_hf(hf_model.config, **overrides))
+    model = GPT(gpt_config_from_hf(hf_model.config, **overrides))
     load_hf_gpt2_state(model, hf_model.state_dict())
     return model.eval()

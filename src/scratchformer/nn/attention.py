@@ -1,11 +1,14 @@
 """Multi-head attention: project, split into heads, attend, merge, project back.
 
-Two interchangeable attention kernels (``backend``): ``"scratch"``, our own
+The kernel that turns per-head Q, K, V into the heads' outputs is looked up by name
+(``backend``) in `ATTENTION_KERNELS`; every kernel has one signature,
+``kernel(module, q, k, v, *, attn_mask, dropout_p, is_causal) -> heads``, and a new one is one
+`register_attention_kernel` away. Built in: ``"scratch"``, our own
 `scaled_dot_product_attention` with its hand-derived backward (the default), and ``"sdpa"``,
 PyTorch's fused ``torch.nn.functional.scaled_dot_product_attention``. Both compute the same
 function; the second is there for speed and as a reference. A third, ``"block_sparse"``,
-computes a different function: attention restricted to a `SparsePattern` (window + strided,
-``scratchformer.functional.sparse``), in O(L·√L) instead of O(L²).
+computes a different function: attention restricted to the module's `SparsePattern` (window +
+strided, ``scratchformer.functional.sparse``), in O(L·√L) instead of O(L²).
 
 For decoding, a `LayerKVCache` passed as ``kv_cache`` receives this call's keys and values and
 supplies those of earlier positions (self-attention only; see ``scratchformer.nn.kv_cache``).
@@ -14,25 +17,95 @@ supplies those of earlier positions (self-attention only; see ``scratchformer.nn
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from scratchformer.functional.attention import attention_weights, scaled_dot_product_attention
 from scratchformer.functional.linear import affine
 from scratchformer.functional.sparse import SparsePattern, block_sparse_attention, layout_to_mask
 from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
+from scratchformer.validation import check_int, check_probability
 
-__all__ = ["ATTENTION_BACKENDS", "MultiHeadAttention", "check_backend"]
+__all__ = [
+    "ATTENTION_KERNELS",
+    "AttentionKernel",
+    "MultiHeadAttention",
+    "attention_backends",
+    "check_backend",
+    "register_attention_kernel",
+]
 
-ATTENTION_BACKENDS = ("scratch", "sdpa", "block_sparse")
+AttentionKernel = Callable[..., Tensor]
+"""``kernel(module, q, k, v, *, attn_mask, dropout_p, is_causal) -> heads`` on (B, H, L, E)."""
+
+ATTENTION_KERNELS: dict[str, AttentionKernel] = {}
+"""Attention kernels by name; `register_attention_kernel` adds one."""
 
 
-def check_backend(backend: object) -> str:
-    """Return ``backend`` if it names an attention kernel in `ATTENTION_BACKENDS`, else raise."""
-    if not isinstance(backend, str) or backend not in ATTENTION_BACKENDS:
-        raise ValueError(f"backend must be one of {ATTENTION_BACKENDS}, got {backend!r}")
+def register_attention_kernel(name: str) -> Callable[[AttentionKernel], AttentionKernel]:
+    """Decorator registering an attention kernel under ``name`` (a new ``backend`` value)."""
+
+    def deco(kernel: AttentionKernel) -> AttentionKernel:
+        if name in ATTENTION_KERNELS:
+            raise ValueError(f"attention kernel {name!r} registered twice")
+        ATTENTION_KERNELS[name] = kernel
+        return kernel
+
+    return deco
+
+
+def attention_backends() -> tuple[str, ...]:
+    """The names of the registered attention kernels."""
+    return tuple(ATTENTION_KERNELS)
+
+
+def check_backend(backend: object, name: str = "backend") -> str:
+    """Return ``backend`` if it names a registered attention kernel, else raise (naming
+    the argument ``name``)."""
+    if not isinstance(backend, str) or backend not in ATTENTION_KERNELS:
+        raise ValueError(f"{name} must be one of {attention_backends()}, got {backend!r}")
     return backend
+
+
+@register_attention_kernel("scratch")
+def _scratch_kernel(module: nn.Module, q: Tensor, k: Tensor, v: Tensor, *,
+                    attn_mask: Tensor | None, dropout_p: float, is_causal: bool) -> Tensor:
+    """Our kernel: `scaled_dot_product_attention` with its derived backward."""
+    return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                                        is_causal=is_causal)
+
+
+@register_attention_kernel("sdpa")
+def _sdpa_kernel(module: nn.Module, q: Tensor, k: Tensor, v: Tensor, *,
+                 attn_mask: Tensor | None, dropout_p: float, is_causal: bool) -> Tensor:
+    """PyTorch's fused ``scaled_dot_product_attention`` (the same function)."""
+    return nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
+@register_attention_kernel("block_sparse")
+def _block_sparse_kernel(module: nn.Module, q: Tensor, k: Tensor, v: Tensor, *,
+                         attn_mask: Tensor | None, dropout_p: float, is_causal: bool) -> Tensor:
+    """Self-attention within ``module.sparse``'s layout, O(L·√L) (a different function)."""
+    return block_sparse_attention(q, k, v, _sparse_layout(module, q, k, attn_mask, dropout_p,
+                                                          is_causal))
+
+
+def _sparse_layout(module: nn.Module, q: Tensor, k: Tensor, attn_mask: Tensor | None,
+                   dropout_p: float, is_causal: bool) -> Tensor:
+    """The block layout of ``module.sparse`` for these queries, after checking the call fits."""
+    pattern = getattr(module, "sparse", None)
+    if pattern is None:
+        raise ValueError("backend 'block_sparse' needs a pattern: pass sparse=SparsePattern()")
+    if attn_mask is not None or q.shape[-2] != k.shape[-2]:
+        raise NotImplementedError(
+            "backend 'block_sparse' takes no attn_mask and no context: its layout is the mask"
+        )
+    if dropout_p > 0:
+        raise NotImplementedError("backend 'block_sparse' has no attention dropout; use 0")
+    return pattern.layout(q.shape[-2], is_causal, q.device)
 
 
 class MultiHeadAttention(nn.Module):
@@ -59,20 +132,14 @@ class MultiHeadAttention(nn.Module):
         if sparse is not None and not isinstance(sparse, SparsePattern):
             raise TypeError(f"sparse must be a SparsePattern or None, got {type(sparse).__name__}")
         self.sparse = sparse
-        for name, value in (("d_model", d_model), ("n_heads", n_heads)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+        check_int("d_model", d_model)
+        check_int("n_heads", n_heads)
         if d_model % n_heads != 0:
             raise ValueError(
                 f"d_model must be divisible by n_heads, got d_model={d_model} and "
                 f"n_heads={n_heads} (remainder {d_model % n_heads})"
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        check_probability("dropout", dropout)
         self.d_model = d_model
         self.n_heads = n_heads
         self.head_dim = d_model // n_heads
@@ -86,7 +153,7 @@ class MultiHeadAttention(nn.Module):
 
     @property
     def backend(self) -> str:
-        """The attention kernel: "scratch" (ours, derived backward) or "sdpa" (PyTorch's)."""
+        """The name of the attention kernel (see `ATTENTION_KERNELS`)."""
         return self._backend
 
     @backend.setter
@@ -168,48 +235,24 @@ class MultiHeadAttention(nn.Module):
                 L = q.shape[-2]
                 attn_mask = decode_causal_mask(L, k.shape[-2], q.device) if L > 1 else None
         dropout_p = self.dropout if self.training else 0.0
-        if self._backend == "block_sparse":
-            return self._sparse_forward(q, k, v, attn_mask, is_causal, need_weights, kv_cache)
-        if need_weights:
-            weights = attention_weights(q, k, attn_mask=attn_mask, is_causal=is_causal)
-            dropped = nn.functional.dropout(weights, p=dropout_p, training=self.training)
-            heads = dropped @ v
-        elif self._backend == "sdpa":
-            heads = nn.functional.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
-            )
-        else:
-            heads = scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal
-            )
-        B, _, L, _ = heads.shape
-        merged = heads.transpose(1, 2).reshape(B, L, self.d_model)
-        out = affine(merged, self.w_o, self.b_o)
-        return (out, weights) if need_weights else out
-
-    def _sparse_forward(self, q, k, v, attn_mask, is_causal, need_weights, kv_cache):
-        """The "block_sparse" backend: self-attention within ``self.sparse``'s layout."""
-        if self.sparse is None:
-            raise ValueError("backend 'block_sparse' needs a pattern: pass sparse=SparsePattern()")
-        if kv_cache is not None:
+        if self._backend == "block_sparse" and kv_cache is not None:
             raise NotImplementedError(
                 "backend 'block_sparse' does not decode with a KV cache; generate with backend "
                 "'scratch' or 'sdpa' (the function differs: the sparse model sees fewer keys)"
             )
-        if attn_mask is not None or q.shape[-2] != k.shape[-2]:
-            raise NotImplementedError(
-                "backend 'block_sparse' takes no attn_mask and no context: its layout is the mask"
-            )
-        if self.training and self.dropout > 0:
-            raise NotImplementedError("backend 'block_sparse' has no attention dropout; use 0")
-        layout = self.sparse.layout(q.shape[-2], is_causal, q.device)
-        if need_weights:  # dense weights under the layout's mask, for inspection
-            weights = attention_weights(q, k, attn_mask=layout_to_mask(layout))
-            heads = weights @ v
+        if need_weights:  # plain autograd by the scratch maths, for inspection
+            if self._backend == "block_sparse":  # dense weights under the layout's mask
+                layout = _sparse_layout(self, q, k, attn_mask, dropout_p, is_causal)
+                attn_mask, is_causal = layout_to_mask(layout), False
+            weights = attention_weights(q, k, attn_mask=attn_mask, is_causal=is_causal)
+            dropped = nn.functional.dropout(weights, p=dropout_p, training=self.training)
+            heads = dropped @ v
         else:
-            heads = block_sparse_attention(q, k, v, layout)
+            heads = ATTENTION_KERNELS[self._backend](
+                self, q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
         B, _, L, _ = heads.shape
-        out = affine(heads.transpose(1, 2).reshape(B, L, self.d_model), self.w_o, self.b_o)
+        merged = heads.transpose(1, 2).reshape(B, L, self.d_model)
+        out = affine(merged, self.w_o, self.b_o)
         return (out, weights) if need_weights else out
 
     def _check_input(self, name: str, t: torch.Tensor) -> None:

@@ -11,25 +11,91 @@ which is why deep pre-LN stacks train without warm-up; it then needs one final n
 last block. Post-LN normalises the stream itself after every sub-layer. ``N`` is LayerNorm or
 RMSNorm. ``causal=True`` lets position ``i`` attend only to positions ``<= i`` (decoders);
 a causal block can then decode with a `LayerKVCache` (``scratchformer.nn.kv_cache``).
+
+A block is built from a `BlockConfig`, handed whole (a model's config builds it once and every
+layer reads what it needs); ``TransformerBlock.build(d_model, n_heads, ...)`` is the
+keyword form for standalone use.
 """
 
 from __future__ import annotations
 
-import numbers
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from scratchformer.functional.activations import ACTIVATIONS
 from scratchformer.functional.masks import causal_mask
 from scratchformer.functional.sparse import SparsePattern
-from scratchformer.nn.attention import MultiHeadAttention
+from scratchformer.nn.attention import MultiHeadAttention, check_backend
 from scratchformer.nn.feedforward import FeedForward
 from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
+from scratchformer.nn.moe import MoEConfig, MoEFeedForward
 from scratchformer.nn.norm import NORMS, LayerNorm, RMSNorm, build_norm
+from scratchformer.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_probability,
+    check_real,
+)
 
-__all__ = ["NORM_POSITIONS", "TransformerBlock", "make_norm"]
+__all__ = ["NORM_POSITIONS", "BlockConfig", "TransformerBlock", "make_norm"]
 
 NORM_POSITIONS = ("pre", "post")
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    """Everything a `TransformerBlock` is made of, checked when built.
+
+    ``d_hidden`` defaults to 4·d_model; ``attention_backend`` names a registered attention
+    kernel (``sparse`` is the `SparsePattern` of "block_sparse"); ``norm_eps`` None keeps the
+    norm's default and ``norm_bias=False`` drops LayerNorm's shift; ``moe`` replaces the FFN by a
+    `MoEFeedForward` with those options.
+    """
+
+    d_model: int
+    n_heads: int
+    d_hidden: int | None = None
+    activation: str = "gelu"
+    dropout: float = 0.0
+    norm: str = "layer"
+    norm_position: str = "pre"
+    causal: bool = False
+    bias: bool = True
+    attention_backend: str = "scratch"
+    sparse: SparsePattern | None = None
+    norm_eps: float | None = None
+    norm_bias: bool = True
+    moe: MoEConfig | None = None
+
+    def __post_init__(self) -> None:
+        check_int("d_model", self.d_model)
+        check_int("n_heads", self.n_heads)
+        check_optional_int("d_hidden", self.d_hidden)
+        check_choice("activation", self.activation, sorted(ACTIVATIONS))
+        check_probability("dropout", self.dropout)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("norm_position", self.norm_position, NORM_POSITIONS)
+        check_bool("causal", self.causal)
+        check_bool("bias", self.bias)
+        check_backend(self.attention_backend, "attention_backend")
+        if self.sparse is not None and not isinstance(self.sparse, SparsePattern):
+            raise TypeError(f"sparse must be a SparsePattern or None, got "
+                            f"{type(self.sparse).__name__}")
+        if self.norm_eps is not None:
+            check_real("norm_eps", self.norm_eps, minimum=0.0)
+        check_bool("norm_bias", self.norm_bias)
+        if self.moe is not None and not isinstance(self.moe, MoEConfig):
+            raise TypeError(f"moe must be a MoEConfig or None, got {type(self.moe).__name__}")
+
+    @property
+    def hidden_size(self) -> int:
+        """The FFN width: ``d_hidden``, or 4·d_model when that is None."""
+        return 4 * self.d_model if self.d_hidden is None else self.d_hidden
 
 
 def make_norm(kind: str, dim: int, eps: float | None = None, bias: bool = True) -> nn.Module:
@@ -48,62 +114,38 @@ def make_norm(kind: str, dim: int, eps: float | None = None, bias: bool = True) 
 class TransformerBlock(nn.Module):
     """One transformer layer ``(B, L, d_model) -> (B, L, d_model)``: attention then FFN.
 
-    ``norm`` picks LayerNorm (``"layer"``) or RMSNorm (``"rms"``), ``norm_position`` pre-LN or
-    post-LN (see the module docstring). ``dropout`` is applied, as in
+    Built from a `BlockConfig`: ``norm`` picks LayerNorm (``"layer"``) or RMSNorm (``"rms"``),
+    ``norm_position`` pre-LN or post-LN (see the module docstring). ``dropout`` is applied, as in
     ``torch.nn.TransformerEncoderLayer``, to the attention weights, the FFN's hidden
     activations, and each sub-layer's output before it joins the residual stream.
-    ``attention_backend`` picks the attention kernel ("scratch", "sdpa" or "block_sparse", the
-    last attending within ``sparse_pattern``, a `SparsePattern`); ``norm_eps``
-    overrides the norm's default epsilon and ``norm_bias=False`` drops LayerNorm's shift.
-    ``ffn_module`` replaces the FeedForward with any (..., d_model) -> (..., d_model) module,
-    e.g. a `MoEFeedForward` (``scratchformer.nn.moe``).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        d_hidden: int | None = None,
-        *,
-        activation: str = "gelu",
-        dropout: float = 0.0,
-        norm: str = "layer",
-        norm_position: str = "pre",
-        causal: bool = False,
-        bias: bool = True,
-        attention_backend: str = "scratch",
-        sparse_pattern: SparsePattern | None = None,
-        norm_eps: float | None = None,
-        norm_bias: bool = True,
-        ffn_module: nn.Module | None = None,
-    ) -> None:
+    def __init__(self, config: BlockConfig) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if norm_position not in NORM_POSITIONS:
-            raise ValueError(
-                f"norm_position must be one of {NORM_POSITIONS}, got {norm_position!r}"
-            )
-        if not isinstance(causal, bool):
-            raise TypeError(f"causal must be a bool, got {type(causal).__name__} {causal!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout must be a float, got {type(dropout).__name__}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.d_model = d_model
-        self.norm_position = norm_position
-        self.causal = causal
-        self.attn = MultiHeadAttention(
-            d_model, n_heads, bias=bias, dropout=dropout, backend=attention_backend,
-            sparse=sparse_pattern,
-        )
-        if ffn_module is not None and not isinstance(ffn_module, nn.Module):
-            raise TypeError(f"ffn_module must be an nn.Module, got {type(ffn_module).__name__}")
-        self.ffn = ffn_module if ffn_module is not None else FeedForward(
-            d_model, d_hidden, activation=activation, dropout=dropout, bias=bias)
-        self.norm1 = make_norm(norm, d_model, norm_eps, norm_bias)
-        self.norm2 = make_norm(norm, d_model, norm_eps, norm_bias)
-        self.drop = nn.Dropout(dropout)
+        if not isinstance(config, BlockConfig):
+            raise TypeError(f"config must be a BlockConfig, got {type(config).__name__}; "
+                            "use TransformerBlock.build(d_model, n_heads, ...) for keywords")
+        c = self.config = config
+        self.d_model = c.d_model
+        self.norm_position = c.norm_position
+        self.causal = c.causal
+        self.attn = MultiHeadAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout,
+                                       backend=c.attention_backend, sparse=c.sparse)
+        self.ffn: nn.Module = (
+            FeedForward(c.d_model, c.d_hidden, activation=c.activation, dropout=c.dropout,
+                        bias=c.bias)
+            if c.moe is None else
+            MoEFeedForward.from_config(c.moe, c.d_model, c.hidden_size,
+                                       activation=c.activation, dropout=c.dropout, bias=c.bias))
+        self.norm1 = make_norm(c.norm, c.d_model, c.norm_eps, c.norm_bias)
+        self.norm2 = make_norm(c.norm, c.d_model, c.norm_eps, c.norm_bias)
+        self.drop = nn.Dropout(c.dropout)
+
+    @classmethod
+    def build(cls, d_model: int, n_heads: int, d_hidden: int | None = None,
+              **options: Any) -> TransformerBlock:
+        """A block from keywords: ``BlockConfig(d_model, n_heads, d_hidden, **options)``."""
+        return cls(BlockConfig(d_model, n_heads, d_hidden, **options))
 
     def _mask(self, x: Tensor, attn_mask: Tensor | None, past: int) -> Tensor | None:
         """The caller's mask, intersected with the causal one when ``causal`` is set.

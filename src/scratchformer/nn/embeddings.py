@@ -10,13 +10,11 @@ positional modules here add a ``(L, dim)`` table to the token embeddings:
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import Tensor, nn
 
 from scratchformer.functional.positional import sinusoidal_positional_encoding
-from scratchformer.validation import check_int
+from scratchformer.validation import check_int, check_real
 
 __all__ = ["LearnedPositionalEmbedding", "SinusoidalPositionalEmbedding", "TokenEmbedding"]
 
@@ -32,9 +30,7 @@ class TokenEmbedding(nn.Module):
         super().__init__()
         self.vocab_size = check_int("vocab_size", vocab_size)
         self.dim = check_int("dim", dim)
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std!r}")
-        self.init_std = float(init_std)
+        self.init_std = check_real("init_std", init_std, minimum=0, min_inclusive=False)
         self.weight = nn.Parameter(torch.empty(self.vocab_size, self.dim))
         self.reset_parameters()
 
@@ -73,8 +69,7 @@ class _AddPositions(nn.Module):
         if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[-1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{name} expects x of shape (..., L, {self.dim}), got {shape}")
-        if isinstance(offset, bool) or not isinstance(offset, numbers.Integral) or offset < 0:
-            raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+        offset = check_int("offset", offset, minimum=0)
         length = x.shape[-2]
         if offset + length > self.max_len:
             raise ValueError(
@@ -116,9 +111,7 @@ class LearnedPositionalEmbedding(_AddPositions):
         super().__init__()
         self.max_len = check_int("max_len", max_len)
         self.dim = check_int("dim", dim)
-        if not init_std > 0:
-            raise ValueError(f"init_std must be > 0, got {init_std!r}")
-        self.init_std = float(init_std)
+        self.init_std = check_real("init_std", init_std, minimum=0, min_inclusive=False)
         self.weight = nn.Parameter(torch.empty(self.max_len, self.dim))
         self.reset_parameters()
 

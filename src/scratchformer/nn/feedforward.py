@@ -14,6 +14,7 @@ from torch import nn
 
 from scratchformer.functional.activations import ACTIVATIONS, get_activation
 from scratchformer.functional.linear import affine
+from scratchformer.validation import check_bool, check_choice, check_int, check_probability
 
 __all__ = ["TORCH_ACTIVATIONS", "FeedForward"]
 
@@ -23,15 +24,6 @@ TORCH_ACTIVATIONS = {
     "relu": nn.functional.relu,
 }
 """PyTorch's fused kernel for each name in `ACTIVATIONS` (``kernels="torch"``)."""
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    """Fail early unless ``value`` is a positive int (bools are rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__} {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return value
 
 
 class FeedForward(nn.Module):
@@ -51,21 +43,16 @@ class FeedForward(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        d_model = _check_positive_int(d_model, "d_model")
-        d_hidden = 4 * d_model if d_hidden is None else _check_positive_int(d_hidden, "d_hidden")
-        if not isinstance(activation, str) or activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
-            raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__} {bias!r}")
+        d_model = check_int("d_model", d_model)
+        d_hidden = 4 * d_model if d_hidden is None else check_int("d_hidden", d_hidden)
+        activation = check_choice("activation", activation, sorted(ACTIVATIONS))
+        dropout = check_probability("dropout", dropout)
+        bias = check_bool("bias", bias)
 
         self.d_model = d_model
         self.d_hidden = d_hidden
         self.activation = activation
-        self.dropout = float(dropout)
+        self.dropout = dropout
         self.act = get_activation(activation)
         self.kernels = "scratch"
         self.w1 = nn.Parameter(torch.empty(d_model, d_hidden))
@@ -89,9 +76,7 @@ class FeedForward(nn.Module):
 
     def use_kernels(self, kernels: str) -> None:
         """``"scratch"``: our activation; ``"torch"``: PyTorch's fused built-in of the same one."""
-        if kernels not in ("scratch", "torch"):
-            raise ValueError(f"kernels must be 'scratch' or 'torch', got {kernels!r}")
-        self.kernels = kernels
+        self.kernels = check_choice("kernels", kernels, ("scratch", "torch"))
         self.act = (TORCH_ACTIVATIONS[self.activation] if kernels == "torch"
                     else get_activation(self.activation))
 

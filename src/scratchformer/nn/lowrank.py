@@ -14,16 +14,9 @@ import torch
 from torch import nn
 
 from scratchformer.functional.lowrank import linformer_attention
+from scratchformer.validation import check_bool, check_int
 
 __all__ = ["LinformerAttention"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 class LinformerAttention(nn.Module):
@@ -38,9 +31,9 @@ class LinformerAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, seq_len: int, k: int, *,
                  bias: bool = True) -> None:
         super().__init__()
-        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("seq_len", seq_len),
-                            ("k", k)):
-            _positive_int(name, value)
+        d_model, n_heads = check_int("d_model", d_model), check_int("n_heads", n_heads)
+        seq_len, k = check_int("seq_len", seq_len), check_int("k", k)
+        bias = check_bool("bias", bias)
         if d_model % n_heads:
             raise ValueError(f"d_model must be divisible by n_heads, got d_model={d_model} and "
                              f"n_heads={n_heads}")

@@ -46,7 +46,7 @@ on the same input is one FFN with the hidden units concatenated, so they are one
 from __future__ import annotations
 
 import math
-import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -55,29 +55,89 @@ from torch import Tensor, nn
 
 from scratchformer.functional.activations import ACTIVATIONS, get_activation
 from scratchformer.nn.feedforward import FeedForward
+from scratchformer.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_optional_int,
+    check_probability,
+    check_real,
+)
 
-__all__ = ["MOE_BALANCE", "MOE_ROUTERS", "MoEFeedForward", "MoEStats", "load_balance_loss"]
+__all__ = [
+    "MOE_BALANCE",
+    "MOE_ROUTERS",
+    "MoEConfig",
+    "MoEFeedForward",
+    "MoEStats",
+    "load_balance_loss",
+    "moe_loss",
+]
 
 MOE_ROUTERS = ("softmax", "sigmoid")
 MOE_BALANCE = ("aux", "bias", "none")
 
 
-def _int_at_least(value: object, name: str, low: int) -> int:
-    """``value`` as an int >= ``low``; bools and non-integers are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {low}, got {type(value).__name__} {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value}")
-    return int(value)
-
-
 def _positive_real(value: object, name: str) -> float:
     """``value`` as a finite float > 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a positive float, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite float > 0, got {value}")
-    return float(value)
+    return check_real(name, value, minimum=0.0, min_inclusive=False)
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """The options of a `MoEFeedForward` in a model, checked when built.
+
+    ``hidden`` is each routed expert's width (None: the model's FFN width); a model adds
+    ``aux_weight``·aux_loss (``balance="aux"``) + ``z_weight``·z_loss per layer to its training
+    loss (`moe_loss`). ``prefix`` names the fields in messages (a `GPTConfig` routes its flat
+    ``moe_*`` options here, so errors say ``moe_top_k``).
+    """
+
+    experts: int = 4
+    top_k: int = 2
+    hidden: int | None = None
+    shared: int = 0
+    shared_hidden: int | None = None
+    router: str = "softmax"
+    balance: str = "aux"
+    aux_weight: float = 0.01
+    z_weight: float = 0.0
+    noisy: bool = False
+    capacity_factor: float | None = None
+    bias_rate: float = 1e-3
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        check_int(f"{p}experts", self.experts)
+        check_int(f"{p}top_k", self.top_k)
+        if self.top_k > self.experts:
+            raise ValueError(f"{p}top_k must be <= {p}experts={self.experts}, got {self.top_k}")
+        check_int(f"{p}shared", self.shared, 0)
+        check_optional_int(f"{p}hidden", self.hidden)
+        check_optional_int(f"{p}shared_hidden", self.shared_hidden)
+        check_choice(f"{p}router", self.router, MOE_ROUTERS)
+        check_choice(f"{p}balance", self.balance, MOE_BALANCE)
+        for name in ("aux_weight", "z_weight"):
+            check_real(f"{p}{name}", getattr(self, name), minimum=0.0)
+        check_bool(f"{p}noisy", self.noisy)
+        if self.capacity_factor is not None:
+            _positive_real(self.capacity_factor, f"{p}capacity_factor")
+        _positive_real(self.bias_rate, f"{p}bias_rate")
+
+
+def moe_loss(layers: Iterable[MoEFeedForward], aux_weight: float, z_weight: float) -> Tensor:
+    """Σ over layers of aux_weight·aux_loss (balance="aux" only) + z_weight·z_loss, from each
+    layer's last forward."""
+    total = torch.zeros(())
+    for layer in layers:
+        if layer.aux_loss is None or layer.z_loss is None:
+            raise RuntimeError("moe_loss needs a forward pass through every MoE layer first")
+        if layer.balance == "aux" and aux_weight:
+            total = total + aux_weight * layer.aux_loss
+        if z_weight:
+            total = total + z_weight * layer.z_loss
+    return total
 
 
 def load_balance_loss(counts: Tensor, mean_prob: Tensor) -> Tensor:
@@ -163,30 +223,23 @@ class MoEFeedForward(nn.Module):
         bias_rate: float = 1e-3,
     ) -> None:
         super().__init__()
-        d_model = _int_at_least(d_model, "d_model", 1)
-        d_hidden = 4 * d_model if d_hidden is None else _int_at_least(d_hidden, "d_hidden", 1)
-        n_experts = _int_at_least(n_experts, "n_experts", 1)
-        top_k = _int_at_least(top_k, "top_k", 1)
+        d_model = check_int("d_model", d_model)
+        d_hidden = 4 * d_model if d_hidden is None else check_int("d_hidden", d_hidden)
+        n_experts = check_int("n_experts", n_experts)
+        top_k = check_int("top_k", top_k)
         if top_k > n_experts:
             raise ValueError(f"top_k must be <= n_experts={n_experts}, got {top_k}")
-        n_shared = _int_at_least(n_shared, "n_shared", 0)
-        shared_hidden = d_hidden if shared_hidden is None else _int_at_least(
-            shared_hidden, "shared_hidden", 1)
-        if not isinstance(activation, str) or activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
-            raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        for name, flag in (("bias", bias), ("noisy", noisy)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__} {flag!r}")
-        if normalize is not None and not isinstance(normalize, bool):
-            raise TypeError(f"normalize must be a bool or None, got {normalize!r}")
-        if router not in MOE_ROUTERS:
-            raise ValueError(f"router must be one of {MOE_ROUTERS}, got {router!r}")
-        if balance not in MOE_BALANCE:
-            raise ValueError(f"balance must be one of {MOE_BALANCE}, got {balance!r}")
+        n_shared = check_int("n_shared", n_shared, 0)
+        shared_hidden = d_hidden if shared_hidden is None else check_int(
+            "shared_hidden", shared_hidden)
+        check_choice("activation", activation, sorted(ACTIVATIONS))
+        dropout = check_probability("dropout", dropout)
+        check_bool("bias", bias)
+        check_bool("noisy", noisy)
+        if normalize is not None:
+            check_bool("normalize", normalize)
+        check_choice("router", router, MOE_ROUTERS)
+        check_choice("balance", balance, MOE_BALANCE)
         if capacity_factor is not None:
             capacity_factor = _positive_real(capacity_factor, "capacity_factor")
         bias_rate = _positive_real(bias_rate, "bias_rate")
@@ -221,6 +274,38 @@ class MoEFeedForward(nn.Module):
         self.z_loss: Tensor | None = None
         self.last_stats: MoEStats | None = None
         self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config: MoEConfig, d_model: int, d_hidden: int, *,
+                    activation: str = "gelu", dropout: float = 0.0, bias: bool = True
+                    ) -> MoEFeedForward:
+        """The layer a model block builds from its `MoEConfig` (``d_hidden``: the model's FFN
+        width, used when ``config.hidden`` is None)."""
+        return cls(d_model, config.hidden or d_hidden, config.experts, config.top_k,
+                   n_shared=config.shared, shared_hidden=config.shared_hidden,
+                   activation=activation, dropout=dropout, bias=bias, router=config.router,
+                   noisy=config.noisy, balance=config.balance,
+                   capacity_factor=config.capacity_factor, bias_rate=config.bias_rate)
+
+    @torch.no_grad()
+    def init_gpt2(self, std: float, residual_std: float) -> None:
+        """GPT-2 initialisation: experts and router N(0, std²) (``w2`` and the shared experts'
+        output ``residual_std``), zero biases, noise weights and selection bias."""
+        nn.init.normal_(self.w1, std=std)
+        nn.init.normal_(self.w2, std=residual_std)
+        nn.init.normal_(self.w_router, std=std)
+        for b in (self.b1, self.b2):
+            if b is not None:
+                nn.init.zeros_(b)
+        if self.w_noise is not None:
+            nn.init.zeros_(self.w_noise)
+        self.expert_bias.zero_()
+        if self.shared is not None:
+            nn.init.normal_(self.shared.w1, std=std)
+            nn.init.normal_(self.shared.w2, std=residual_std)
+            for b in (self.shared.b1, self.shared.b2):
+                if b is not None:
+                    nn.init.zeros_(b)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

@@ -7,13 +7,12 @@ state dict from ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm`` loads unchanged.
 
 from __future__ import annotations
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratchformer.functional.normalization import _check_eps, layer_norm, rms_norm
+from scratchformer.functional.normalization import layer_norm, rms_norm
+from scratchformer.validation import check_choice, check_int, check_real
 
 __all__ = ["KERNELS", "NORMS", "LayerNorm", "RMSNorm", "build_norm", "check_kernels"]
 
@@ -25,18 +24,7 @@ comparisons with models that use the built-ins."""
 
 def check_kernels(kernels: object) -> str:
     """Fail early unless ``kernels`` is one of `KERNELS`."""
-    if not isinstance(kernels, str) or kernels not in KERNELS:
-        raise ValueError(f"kernels must be one of {KERNELS}, got {kernels!r}")
-    return kernels
-
-
-def _check_dim(dim: object) -> int:
-    """Return ``dim`` as a positive int (the size of the normalised last dimension)."""
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__} {dim!r}")
-    if dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
-    return int(dim)
+    return check_choice("kernels", kernels, KERNELS)
 
 
 def _check_last_dim(x: Tensor, dim: int, who: str) -> None:
@@ -58,8 +46,8 @@ class LayerNorm(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.dim = _check_dim(dim)
-        self.eps = _check_eps(eps)
+        self.dim = check_int("dim", dim)
+        self.eps = check_real("eps", eps, minimum=0)
         self.elementwise_affine = bool(elementwise_affine)
         self.kernels = "scratch"  # or "torch": F.layer_norm (see KERNELS)
         if self.elementwise_affine:
@@ -93,8 +81,8 @@ class RMSNorm(nn.Module):
 
     def __init__(self, dim: int, eps: float = 1e-6, elementwise_affine: bool = True) -> None:
         super().__init__()
-        self.dim = _check_dim(dim)
-        self.eps = _check_eps(eps)
+        self.dim = check_int("dim", dim)
+        self.eps = check_real("eps", eps, minimum=0)
         self.elementwise_affine = bool(elementwise_affine)
         if self.elementwise_affine:
             self.weight = nn.Parameter(torch.ones(self.dim))
@@ -120,8 +108,5 @@ NORMS = ("layer", "rms")
 
 def build_norm(kind: str, dim: int) -> nn.Module:
     """A fresh ``LayerNorm`` (``kind="layer"``) or ``RMSNorm`` (``kind="rms"``) of size ``dim``."""
-    if kind == "layer":
-        return LayerNorm(dim)
-    if kind == "rms":
-        return RMSNorm(dim)
-    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    kind = check_choice("norm", kind, NORMS)
+    return LayerNorm(dim) if kind == "layer" else RMSNorm(dim)

@@ -20,31 +20,21 @@ already moves ($\eta(0) = \eta_{\max}/(W+1) > 0$), and $\eta(T) = \eta_{\min}$. 
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
 
-
-def _int(name: str, value: object) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+from scratchformer.validation import check_int, check_real
 
 
 def check_schedule(*, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> None:
     """Raise ValueError/TypeError naming the argument unless the schedule is well defined."""
-    if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
-        raise ValueError(f"max_lr must be a finite number > 0, got {max_lr!r}")
-    if not (isinstance(min_lr, (int, float)) and 0 <= min_lr <= max_lr):
-        raise ValueError(f"min_lr must be a number in [0, max_lr={max_lr}], got {min_lr!r}")
-    warmup_steps = _int("warmup_steps", warmup_steps)
-    total_steps = _int("total_steps", total_steps)
-    if warmup_steps < 0:
-        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+    max_lr = check_real("max_lr", max_lr, minimum=0, min_inclusive=False)
+    min_lr = check_real("min_lr", min_lr, minimum=0)
+    if min_lr > max_lr:
+        raise ValueError(f"min_lr must be <= max_lr={max_lr}, got {min_lr}")
+    warmup_steps = check_int("warmup_steps", warmup_steps, minimum=0)
+    total_steps = check_int("total_steps", total_steps, minimum=None)
     if total_steps <= warmup_steps:
         raise ValueError(
             f"total_steps must be > warmup_steps={warmup_steps}, got {total_steps}"
@@ -57,9 +47,7 @@ def warmup_cosine(
     """Learning rate of 0-based update ``step``: linear warmup to max_lr, cosine decay to min_lr."""
     check_schedule(max_lr=max_lr, min_lr=min_lr, warmup_steps=warmup_steps,
                    total_steps=total_steps)
-    step = _int("step", step)
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    step = check_int("step", step, minimum=0)
     if step < warmup_steps:
         return max_lr * (step + 1) / (warmup_steps + 1)
     if step == warmup_steps:

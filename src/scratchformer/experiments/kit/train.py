@@ -35,7 +35,7 @@ def train_config(cfg: Any, seed: int | None = None, **overrides: Any) -> TrainCo
     """
     eval_every = getattr(cfg, "eval_every", 0)
     fields: dict[str, Any] = dict(
-        max_steps=cfg.steps, lr=cfg.lr, min_lr=getattr(cfg, "min_lr", None),
+        max_steps=cfg.steps, lr=getattr(cfg, "lr", None), min_lr=getattr(cfg, "min_lr", None),
         warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
         betas=(0.9, getattr(cfg, "beta2", 0.95)), grad_clip=1.0, eval_interval=eval_every,
         log_interval=min(10, eval_every) if eval_every else 10,

@@ -8,13 +8,16 @@ The ``<|cls|>`` slot comes last so that, under the causal mask, its hidden state
 sentences; the classification head reads it. Each sentence is encoded with
 ``encode_ordinary`` on its own, so special-token strings typed by a user stay plain text and
 cannot inject control tokens. ``<|pad|>`` fills batches on the right, after the slot.
+
+Training batches are bucketed by length (`length_bucketed_batches`) so a batch holds pairs of
+similar length and carries little padding, while the order of batches stays random.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +26,9 @@ from torch import Tensor
 
 from scratchformer.tokenizers import BPETokenizer
 
-__all__ = ["SPECIAL_TOKENS", "EncodedPairs", "encode_pair", "encode_pairs", "format_pair",
-           "pad_batch", "train_pair_tokenizer"]
+__all__ = ["CLS", "EOT", "HYPOTHESIS", "PAD", "PREMISE", "SPECIAL_TOKENS", "EncodedPairs",
+           "PairBatch", "encode_pair", "encode_pairs", "format_pair", "length_bucketed_batches",
+           "pad_batch", "pair_batches", "train_pair_tokenizer"]
 
 EOT, PREMISE, HYPOTHESIS, CLS, PAD = ("<|endoftext|>", "<|premise|>", "<|hypothesis|>",
                                       "<|cls|>", "<|pad|>")
@@ -80,6 +84,12 @@ class EncodedPairs:
         """Total tokens over all pairs."""
         return sum(len(x) for x in self.ids)
 
+    def head(self, n: int) -> EncodedPairs:
+        """The first ``n`` pairs (all of them when ``n`` is 0 or not smaller than the set)."""
+        if not n or n >= len(self):
+            return self
+        return EncodedPairs(self.ids[:n], self.labels[:n], 0)
+
 
 def encode_pairs(tok: BPETokenizer, pairs: Sequence[tuple[str, str]], labels: Sequence[int],
                  max_len: int) -> EncodedPairs:
@@ -120,3 +130,40 @@ def train_pair_tokenizer(sentences: Sequence[str], vocab_size: int,
         tok.save(cache)
         meta_path.write_text(json.dumps(meta) + "\n", encoding="utf-8")
     return tok
+
+
+def length_bucketed_batches(lengths: Sequence[int], batch_size: int, steps: int,
+                            seed: int) -> list[list[int]]:
+    """``steps`` batches of indices: each epoch is shuffled, cut into pools of 50 batches,
+    each pool sorted by length and cut into batches, and the batches shuffled, so rows of a
+    batch have similar lengths (little padding) while the order stays random."""
+    gen = torch.Generator().manual_seed(seed)
+    n, batch_size = len(lengths), min(batch_size, len(lengths))
+    out: list[list[int]] = []
+    while len(out) < steps:
+        order = torch.randperm(n, generator=gen).tolist()
+        epoch: list[list[int]] = []
+        pool = 50 * batch_size
+        for p in range(0, n, pool):
+            chunk = sorted(order[p:p + pool], key=lambda i: lengths[i])
+            epoch += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+        out += [epoch[i] for i in torch.randperm(len(epoch), generator=gen).tolist()]
+    return out[:steps]
+
+
+PairBatch = tuple[Tensor, Tensor, Tensor, int]
+"""Right-padded ids (B, T), lengths (B,), labels (B,) and the number of real tokens."""
+
+
+def pair_batches(data: EncodedPairs, batch_size: int, steps: int, pad_id: int,
+                 seed: int) -> Callable[[int, int, torch.Generator], PairBatch]:
+    """A trainer batch function ``(step, micro, generator) -> PairBatch`` over a
+    length-bucketed schedule of ``steps`` batches (fixed by ``seed``, not by the generator)."""
+    schedule = length_bucketed_batches([len(r) for r in data.ids], batch_size, steps, seed)
+
+    def batches(step: int, micro: int, gen: torch.Generator) -> PairBatch:
+        idx = schedule[step]
+        x, lengths = pad_batch([data.ids[i] for i in idx], pad_id)
+        return x, lengths, data.labels[idx], int(lengths.sum())
+
+    return batches

@@ -1,9 +1,8 @@
-"""Analysis helpers of the ``gpt.arithmetic`` study: operand-alignment scores and figures.
+"""Probes of a GPT trained on arithmetic: operand-alignment scores and figures of its spectra.
 
-Not a study of its own: attention maps, QKᵀ ranks and embedding spectra are all properties of
-the model that ``gpt.arithmetic`` trains, so that study computes and draws them (a separate
-study would have to retrain the same model or depend on a stored checkpoint). This module keeps
-the measuring and plotting out of the training code.
+Attention maps, QKᵀ ranks and embedding spectra are properties of the trained model (the ranks
+and spectra recorded during training by `SpectrumTracker`); this module measures and draws them,
+so the training code does neither.
 
 **Alignment score.** A GPT predicts the token at string index ``j`` from the query at position
 ``j - 1``. For every answer digit of place value ``p`` (units ``p = 0``), the *aligned keys* are
