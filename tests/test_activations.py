@@ -56,8 +56,16 @@ def test_gelu_float32_error_against_float64_reference(approximate: str) -> None:
     err = (gelu(x, approximate).double() - ref).abs()
     assert (err <= 1e-6 + 2.0**-24 * ref.abs()).all(), err.max().item()
     if approximate == "none":  # erfc keeps the left tail that 1 + erf loses
-        torch_err = (F.gelu(x, approximate=approximate).double() - ref).abs()
-        assert err.max() < torch_err.max()
+        # Compared where the claim is about, x in [-10, -3]: relative error of a tiny result.
+        # (The largest absolute errors of both sit at large positive x, where each is the
+        # float32 rounding of a result close to x, and their order there is no evidence.)
+        # The reference there is x·erfc(−x/√2)/2 in float64 (float64 1 + erf cancels too).
+        xt = x[(x >= -10) & (x <= -3)]
+        xd = xt.double()
+        tail_ref = 0.5 * xd * torch.special.erfc(-xd / math.sqrt(2.0))
+        ours_rel = ((gelu(xt, approximate).double() - tail_ref) / tail_ref).abs().max()
+        torch_rel = ((F.gelu(xt).double() - tail_ref) / tail_ref).abs().max()
+        assert ours_rel < 1e-5 < torch_rel, (ours_rel.item(), torch_rel.item())
 
 
 @pytest.mark.parametrize("approximate", APPROXIMATIONS)

@@ -418,7 +418,7 @@ def test_mha_bad_arguments() -> None:
     """Indivisible sizes, bad dropout and wrongly shaped inputs raise clear errors."""
     with pytest.raises(ValueError, match="d_model must be divisible by n_heads"):
         MultiHeadAttention(10, 3)
-    with pytest.raises(ValueError, match="n_heads must be positive"):
+    with pytest.raises(ValueError, match="n_heads must be >= 1, got 0"):
         MultiHeadAttention(10, 0)
     with pytest.raises(TypeError, match="d_model must be an int"):
         MultiHeadAttention(10.0, 2)

@@ -14,7 +14,9 @@ from scratchformer.data.nli_pairs import (
     HYPOTHESIS,
     PAD,
     PREMISE,
+    EncodedPairs,
     encode_pair,
+    encode_pairs,
     format_pair,
     length_bucketed_batches,
     pad_batch,
@@ -26,7 +28,7 @@ from scratchformer.experiments.registry import StudyError, get
 from scratchformer.models.bow import BowLogisticRegression, MajorityClass, features
 from scratchformer.models.gpt import GPTConfig
 from scratchformer.models.gpt_classifier import GPTClassifier
-from scratchformer.models.nli import classify, load_classifier
+from scratchformer.models.nli import classify, load_classifier, predict_proba
 
 NOUNS = ["dog", "cat", "man", "woman", "child", "bird", "horse", "girl", "boy", "car"]
 VERBS = ["runs", "sleeps", "eats", "jumps", "sits", "plays", "walks", "swims"]
@@ -204,6 +206,12 @@ def test_tiny_study_run_and_cli(monkeypatch, tmp_path, capsys):
                                 "gpt[dense,dense]/scratch", "gpt[dense,dense]/pretrained"}
     for r in m["models"].values():
         assert sum(map(sum, r["confusion"])) == 60 and 0 <= r["macro_f1"] <= 1
+    # The synthetic labels are decided by the hypothesis' words: both bag-of-words baselines
+    # must beat the majority class (the GPTs train 4 steps here; see the test below for them).
+    majority = m["models"]["majority"]
+    for name in ("hypothesis_only_bow_lr", "pair_bow_lr"):
+        assert m["models"][name]["accuracy"] > majority["accuracy"] + 0.3, name
+        assert m["models"][name]["macro_f1"] > majority["macro_f1"] + 0.3, name
     gpt = m["models"]["gpt[dense,dense]/scratch"]
     assert gpt["parameters_active_per_token"] < gpt["parameters_total"]
     assert gpt["train"]["tokens_per_s"] > 0 and gpt["latency"]["batch_32_ms"] > 0
@@ -233,3 +241,33 @@ def test_tiny_study_run_and_cli(monkeypatch, tmp_path, capsys):
     assert main(["nli", "", "A dog.", "--checkpoint", str(ckpt)]) == 2
     assert main(["nli", "a", "b", "--checkpoint", str(tmp_path / "none")]) == 2
     assert "no NLI checkpoint" in capsys.readouterr().err
+
+
+def test_trained_gpt_classifier_beats_the_majority_baseline(tok):
+    """The study's training loop and a small GPT classifier, 60 steps on pairs whose label the
+    words decide: on held-out pairs it beats the majority class in accuracy and macro-F1."""
+    pad = tok.special_tokens[PAD]
+
+    def encode(pairs: list[NLIPair]) -> EncodedPairs:
+        rows = [(p.premise, p.hypothesis) for p in pairs]
+        return encode_pairs(tok, rows, [p.label_id for p in pairs], 32)
+
+    train, test = encode(_pairs(400, seed=1)), encode(_pairs(200, seed=2))
+    torch.manual_seed(0)
+    model = GPTClassifier(GPTConfig(vocab_size=tok.vocab_size, context_len=32, n_layers=1,
+                                    n_heads=2, d_model=32), 3, 0.0)
+    cfg = dataclasses.replace(nli.Config(), epochs=0.01, min_steps=60, batch_size=32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: a second thread only waits on a shared machine
+    try:
+        model, info = nli.train_classifier(cfg, model, train, pad, 3e-3, None)
+    finally:
+        torch.set_num_threads(threads)
+    assert info["steps"] == 60
+    ours = nli.scores(predict_proba(model, test.ids, pad).argmax(-1), test.labels)
+    majority_class = MajorityClass().fit(train.labels.tolist())
+    majority = nli.scores(majority_class.predict(len(test)), test.labels)
+    assert majority["accuracy"] < 0.4 and majority["macro_f1"] < 0.2  # three balanced classes
+    assert ours["accuracy"] > majority["accuracy"] + 0.3
+    assert ours["macro_f1"] > majority["macro_f1"] + 0.5
+
