@@ -515,3 +515,28 @@ def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(monk
     torch.testing.assert_close((entropy(z - 1e-7 * grad) - entropy(z)) / 1e-7, rate,
                                rtol=1e-4, atol=1e-9)
     assert (rate > 0).all()
+
+
+def test_moe_study_variants_beat_the_unigram_model(tiny_char_lm) -> None:
+    """The study's MoE variants, trained 100 steps at toy size, end well below the validation
+    loss of the training split's character frequencies (and of the uniform model, ln V)."""
+    from scratchformer.data.lm_text import char_data
+    from scratchformer.experiments.kit import text_split
+
+    study = registry.get("moe.shakespeare")
+    cfg = dataclasses.replace(study.config("quick"), **{
+        **tiny_char_lm, "n_layers": 1, "steps": 100, "eval_every": 100, "lr": 1e-2,
+        "batch_size": 8, "eval_batches": 4})
+    data = char_data(*text_split(cfg))
+    counts = torch.bincount(data.train, minlength=data.vocab_size).double() + 1.0  # add-one
+    unigram = float(-(counts / counts.sum()).log()[data.val].mean())
+    assert unigram < math.log(data.vocab_size)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: a second thread only waits on a shared machine
+    try:
+        for name in ("top2", "deepseek", "top1_bias"):
+            result, loads = moe_study.train_variant(name, cfg, data, cfg.seed)
+            assert len(loads) == 100  # one routing record per step
+            assert result.final() < unigram - 0.15, (name, result.final(), unigram)
+    finally:
+        torch.set_num_threads(threads)

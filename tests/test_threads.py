@@ -23,7 +23,12 @@ def test_zero_leaves_the_count_alone():
         assert torch.get_num_threads() == before
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True, "2"])
-def test_rejects_bad_counts(bad):
-    with pytest.raises(ValueError, match="threads must be an int >= 0"), torch_threads(bad):
+@pytest.mark.parametrize(("bad", "error", "match"), [
+    (-1, ValueError, r"threads \(0 = torch's default\) must be >= 0, got -1"),
+    (1.5, TypeError, "threads .* must be an int, got float"),
+    (True, TypeError, "threads .* must be an int, got bool"),
+    ("2", TypeError, "threads .* must be an int, got str"),
+])
+def test_rejects_bad_counts(bad, error, match):
+    with pytest.raises(error, match=match), torch_threads(bad):
         pass

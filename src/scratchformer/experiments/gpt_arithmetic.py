@@ -54,6 +54,7 @@ from scratchformer.analysis.training_probes import (
 from scratchformer.data.arithmetic import ArithmeticTask, token_ppl_floor
 from scratchformer.experiments.kit.arithmetic import (
     ANSWER_PPL_TARGET,
+    FULL_TASK,
     ArithmeticLMConfig,
     ArithmeticRun,
     arithmetic_config,
@@ -164,11 +165,8 @@ def _attention_figures(maps: list[Tensor], problems: list[str], align: dict, n: 
 @register(
     "gpt.arithmetic",
     Config,
-    full={"max_digits": 3, "operators": ("+", "-"), "n_train": 300_000, "n_val": 1000,
-          "n_test": 5000, "n_layers": 4, "n_heads": 4, "d_model": 64, "steps": 20_000,
-          "batch_size": 128, "lr": 3e-3, "warmup_steps": 200, "eval_every": 1000,
-          "n_eval_generate": 500, "track_every": 500, "n_align": 1000, "n_examples": 3,
-          "threads": 2},
+    full={**FULL_TASK, "steps": 20_000, "n_eval_generate": 500, "track_every": 500,
+          "n_align": 1000, "n_examples": 3},
 )
 def run(cfg: Config, out: Path) -> dict:
     """Train a GPT on held-out arithmetic: answer perplexity, exact match, QKᵀ ranks, attention."""

@@ -27,6 +27,7 @@ from scratchformer.analysis.arithmetic_eval import (
 from scratchformer.data.arithmetic import ArithmeticTask, TaskBatches
 from scratchformer.experiments.kit.arithmetic import (
     ANSWER_PPL_TARGET,
+    FULL_TASK,
     ArithmeticLMConfig,
     ArithmeticRun,
     arithmetic_gpt,
@@ -160,10 +161,7 @@ def _plot_comparison(runs: dict[str, ArithmeticRun], results: dict[str, dict], o
 @register(
     "gpt.hf_baseline",
     HFConfig,
-    full={"max_digits": 3, "operators": ("+", "-"), "n_train": 300_000, "n_val": 1000,
-          "n_test": 5000, "n_layers": 4, "n_heads": 4, "d_model": 64, "steps": 4000,
-          "batch_size": 128, "lr": 3e-3, "warmup_steps": 200, "eval_every": 1000,
-          "n_eval_generate": 300, "threads": 2},
+    full={**FULL_TASK, "steps": 4000, "n_eval_generate": 300},
 )
 def run(cfg: HFConfig, out: Path) -> dict:
     """Our GPT (scratch and sdpa attention) vs Hugging Face GPT-2, same data and trainer."""

@@ -44,6 +44,7 @@ from scratchformer.training.trainer import EvalHook, resolve_autocast, resolve_d
 
 __all__ = [
     "ANSWER_PPL_TARGET",
+    "FULL_TASK",
     "ArithmeticLMConfig",
     "ArithmeticRun",
     "arithmetic_config",
@@ -52,6 +53,11 @@ __all__ = [
     "report_eval",
     "train_arithmetic_lm",
 ]
+
+FULL_TASK = {"max_digits": 3, "operators": ("+", "-"), "n_train": 300_000, "n_val": 1000,
+             "n_test": 5000, "n_layers": 4, "n_heads": 4, "d_model": 64, "batch_size": 128,
+             "lr": 3e-3, "warmup_steps": 200, "eval_every": 1000, "threads": 2}
+"""The full profile's task, model and schedule, shared by the arithmetic studies."""
 
 ANSWER_PPL_TARGET = 1.5
 """Validation/test answer perplexity below which a model counts as having learned the task."""

@@ -11,14 +11,15 @@ from contextlib import contextmanager
 
 import torch
 
+from scratchformer.validation import check_int
+
 __all__ = ["torch_threads"]
 
 
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """``torch.set_num_threads(n)`` inside the block (``n = 0``: unchanged); restored on exit."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"threads must be an int >= 0 (0 = torch's default), got {n!r}")
+    check_int("threads (0 = torch's default)", n, 0)
     old = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
