@@ -29,3 +29,25 @@ def test_copies_small_files_skips_large_ones_and_indexes(tmp_path):
 def test_refuses_an_empty_results_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="no study results"):
         publish(tmp_path, tmp_path / "docs")
+
+
+def test_published_results_hold_no_absolute_paths():
+    """Published records name data and outputs relative to their roots, not this machine's."""
+    import json
+    from pathlib import Path
+
+    def strings(obj):
+        if isinstance(obj, dict):
+            for v in obj.values():
+                yield from strings(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                yield from strings(v)
+        elif isinstance(obj, str):
+            yield obj
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "results"
+    for path in root.glob("*/metrics.json"):
+        record = json.loads(path.read_text())
+        absolute = [s for s in strings(record.get("metrics", {})) if s.startswith("/")]
+        assert not absolute, f"{path}: {absolute}"
