@@ -190,7 +190,7 @@ def test_finite_mask_failure_modes():
 
 @pytest.mark.parametrize("L", [0, 1, 2, 5, 8])
 @pytest.mark.parametrize("S", [0, 1, 3, 5, 11])
-def test_causal_mask_is_the_lower_triangle_with_its_diagonal(L, S):
+def test_causal_mask_is_the_lower_triangle_with_its_diagonal(L: int, S: int) -> None:
     """causal_mask(L, S)[i, j] is True exactly when j <= i (top-left aligned, diagonal visible)."""
     mask = causal_mask(L, S)
     i, j = torch.arange(L)[:, None], torch.arange(S)[None, :]
@@ -202,7 +202,7 @@ def test_causal_mask_is_the_lower_triangle_with_its_diagonal(L, S):
 
 
 @pytest.mark.parametrize(("L", "S"), [(7, 7), (5, 9), (9, 5), (1, 4)])
-def test_every_causal_path_computes_pytorchs_causal_attention(L, S):
+def test_every_causal_path_computes_pytorchs_causal_attention(L: int, S: int) -> None:
     """The tiled kernel (is_causal=True), the general path given causal_mask(L, S), and the
     weights of attention_weights all equal PyTorch's is_causal=True attention (float64)."""
     g = torch.Generator().manual_seed(L * 100 + S)
@@ -223,7 +223,8 @@ def test_every_causal_path_computes_pytorchs_causal_attention(L, S):
 # --- §5: the tiled kernel behind is_causal=True -------------------------------------------------
 
 
-def _saved_weight_tiles(q, k, v, scale, block_rows):
+def _saved_weight_tiles(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                        block_rows: int) -> list[tuple[tuple[int, int, int], torch.Tensor]]:
     """The weight tiles A that CausalAttentionFunction saves, with their (i0, i1, j1) blocks."""
     q, k, v = (t.detach().requires_grad_() for t in (q, k, v))
     out = CausalAttentionFunction.apply(q, k, v, scale, False, block_rows, 1 << 30)
@@ -236,7 +237,9 @@ def _saved_weight_tiles(q, k, v, scale, block_rows):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_tiled_kernel_hidden_weights_are_exact_zeros_and_the_floor_moves_the_rest_little(dtype):
+def test_tiled_kernel_hidden_weights_are_exact_zeros_and_the_floor_moves_the_rest_little(
+    dtype: torch.dtype,
+) -> None:
     """With future scores far above the visible ones and visible exponents far below the floor,
     hidden weights are exact zeros (tril_), visible weights are never zero, the ones the floor
     raises move by at most e^floor, and the rest are the softmax up to rounding of the scores."""
@@ -263,7 +266,9 @@ def test_tiled_kernel_hidden_weights_are_exact_zeros_and_the_floor_moves_the_res
 
 @pytest.mark.parametrize("recompute", [False, True], ids=["saved_weights", "recompute"])
 @pytest.mark.parametrize("block_rows", [1, 7, 16, 64])
-def test_tiled_kernel_past_outputs_and_gradients_ignore_the_future_bitwise(recompute, block_rows):
+def test_tiled_kernel_past_outputs_and_gradients_ignore_the_future_bitwise(
+    recompute: bool, block_rows: int,
+) -> None:
     """Changing keys and values at positions > t (to large finite values) leaves outputs and
     dQ at positions <= t bit-identical, and with no upstream gradient after t, dK and dV at
     positions > t are exact zeros: §2 on the tiled kernel, for cuts inside and between tiles."""
@@ -292,14 +297,15 @@ def test_tiled_kernel_past_outputs_and_gradients_ignore_the_future_bitwise(recom
         assert torch.equal(fast_a[:, : t + 1], fast_b[:, : t + 1]), t
 
 
-def test_tiled_kernel_never_reads_keys_beyond_its_block():
+def test_tiled_kernel_never_reads_keys_beyond_its_block() -> None:
     """Keys j >= i1 are skipped by the block [i0, i1): even NaN and inf there leave its outputs
     and dQ bit-identical. A non-finite hidden key *inside* a diagonal tile is multiplied by an
     exact zero instead, and 0·inf = NaN reaches the rows of that tile that hide it (§2's caveat)."""
     g = torch.Generator().manual_seed(0)
     q, k, v, d_out = (torch.randn(2, 40, 8, generator=g) for _ in range(4))
 
-    def run(keys, values):
+    def run(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and dQ, with no upstream gradient after position 31."""
         leaves = [x.clone().requires_grad_() for x in (q, keys, values)]
         out = causal_attention(*leaves, block_rows=16)
         grad = d_out.clone()

@@ -35,6 +35,7 @@ RECORD = {
 
 
 def _cite(expr: str, spec: str) -> str:
+    """A marker citing ``expr`` of the toy record with format ``spec``."""
     return f"<!-- cite: toy.study {expr} {spec} -->"
 
 
@@ -51,6 +52,7 @@ def results(tmp_path: Path) -> Path:
 
 
 def test_parser_finds_each_number_right_before_its_marker() -> None:
+    """Plain, TeX, thousands, unicode-minus and per-cent numbers, each with its marker and line."""
     text = (
         f"MSE 0.186{_cite('metrics.loss', '.3f')} and\n"
         f"at most $8.6\\times 10^{{-5}}${_cite('metrics.tiny', '.1e')}; "
@@ -70,6 +72,7 @@ def test_parser_finds_each_number_right_before_its_marker() -> None:
 
 
 def test_markers_in_code_are_examples_not_citations() -> None:
+    """Code spans and fenced blocks can show the syntax without being checked."""
     text = (
         f"Inline `0.5{_cite('metrics.loss', '.1f')}` is an example.\n\n"
         f"```\n0.5{_cite('metrics.loss', '.1f')}\n```\n"
@@ -97,6 +100,7 @@ def test_parser_rejects_markers_without_a_number_or_a_format(text: str, problem:
 
 
 def test_resolve_follows_dotted_keys_list_indices_quotients_and_reducers(results: Path) -> None:
+    """Keys with dots, negative indices, PATH/PATH and :max/:mean resolve; bad paths say why."""
     assert resolve("toy.study", "metrics.training.lr_0.01.gelu.loss.-1", results) == 0.1858
     assert resolve("toy.study", "metrics.sweep.1.rank", results) == 148
     assert resolve("toy.study", "metrics.sweep.1.rank/metrics.sweep.0.rank", results) == 148 / 31
@@ -135,10 +139,12 @@ def test_resolve_follows_dotted_keys_list_indices_quotients_and_reducers(results
     ],
 )
 def test_render(value: float, spec: str, style: str, text: str) -> None:
+    """Python format specs, the % scale, the shortest exponent and the TeX form."""
     assert render(value, spec, style) == text
 
 
 def test_render_refuses_specs_that_do_not_fit_the_value() -> None:
+    """A spec that cannot format the value, or a non-finite value, is an error, not a guess."""
     with pytest.raises(CiteError, match="does not apply"):
         render(0.5, "d")
     with pytest.raises(CiteError, match="cannot quote"):
@@ -150,6 +156,7 @@ def test_render_refuses_specs_that_do_not_fit_the_value() -> None:
 
 def test_check_reports_a_drifted_number_with_the_record_value(tmp_path: Path, results: Path
                                                               ) -> None:
+    """A number that drifted from its record is reported with the value the record gives."""
     doc = tmp_path / "doc.md"
     doc.write_text(f"# Notes\n\nMSE 0.264{_cite('metrics.training.lr_0.01.gelu.loss.-1', '.3f')}"
                    f", peak 7.4{_cite('metrics.training.lr_0.01.gelu.loss:max', '.1f')}.\n")
@@ -159,6 +166,7 @@ def test_check_reports_a_drifted_number_with_the_record_value(tmp_path: Path, re
 
 
 def test_check_reports_a_missing_key_with_file_and_line(tmp_path: Path, results: Path) -> None:
+    """A renamed key, or a marker with no number, is reported as file:line with the reason."""
     doc = tmp_path / "doc.md"
     doc.write_text(f"line one\nline two\nthe value 0.5{_cite('metrics.renamed', '.1f')}\n")
     [bad] = check([doc], results)
@@ -171,6 +179,7 @@ def test_check_reports_a_missing_key_with_file_and_line(tmp_path: Path, results:
 
 
 def _notebook(path: Path, markdown: str) -> None:
+    """A three-cell notebook: a title, a code cell with an output, then ``markdown``."""
     cells = [
         {"cell_type": "markdown", "id": "a1", "metadata": {}, "source": ["# Title\n"]},
         {"cell_type": "code", "execution_count": 1, "id": "b2", "metadata": {},
@@ -184,6 +193,7 @@ def _notebook(path: Path, markdown: str) -> None:
 
 
 def test_notebooks_are_checked_in_markdown_cells_only(tmp_path: Path, results: Path) -> None:
+    """Markdown cells are checked and located by cell and line; code cells are not prose."""
     nb = tmp_path / "n.ipynb"
     _notebook(nb, f"Text.\nThe loss is 0.264{_cite('metrics.loss', '.3f')}.")
     [bad] = check([nb], results)
@@ -191,6 +201,7 @@ def test_notebooks_are_checked_in_markdown_cells_only(tmp_path: Path, results: P
 
 
 def test_fix_rewrites_numbers_in_their_own_form(tmp_path: Path, results: Path) -> None:
+    """--fix rewrites plain, TeX, thousands, per-cent and ratio numbers; a missing key stays."""
     ratio = _cite("metrics.sweep.1.rank/metrics.sweep.0.rank", ".1f")
     doc = tmp_path / "doc.md"
     doc.write_text(
@@ -210,6 +221,7 @@ def test_fix_rewrites_numbers_in_their_own_form(tmp_path: Path, results: Path) -
 
 def test_fix_edits_notebook_markdown_and_keeps_code_and_outputs(tmp_path: Path, results: Path
                                                                ) -> None:
+    """--fix on a notebook changes the Markdown cell only, keeping its line structure."""
     nb = tmp_path / "n.ipynb"
     _notebook(nb, f"The loss is 0.264{_cite('metrics.loss', '.3f')}.\nNext line.\n")
     before = json.loads(nb.read_text())
@@ -222,6 +234,7 @@ def test_fix_edits_notebook_markdown_and_keeps_code_and_outputs(tmp_path: Path, 
 
 
 def test_command_line_check_fix_and_list(tmp_path: Path, results: Path, capsys) -> None:
+    """The command line exits 1 on a wrong number, fixes it, then passes and lists it."""
     doc = tmp_path / "doc.md"
     doc.write_text(f"MSE 0.264{_cite('metrics.loss', '.3f')}\n")
     args = ["--results", str(results), str(doc)]
@@ -237,6 +250,7 @@ def test_command_line_check_fix_and_list(tmp_path: Path, results: Path, capsys) 
 
 
 def test_default_paths_cover_docs_readme_and_notebooks() -> None:
+    """The check covers the derivations, the README and the notebooks."""
     paths = {p.relative_to(REPO).as_posix() for p in default_paths(REPO)}
     assert "README.md" in paths and "docs/derivations/gelu.md" in paths
     assert "notebooks/01_core_components.ipynb" in paths

@@ -468,7 +468,9 @@ def test_moe_study_config_override_error_is_a_study_error() -> None:
         study.config("quick", {"variants": "dense,huge"})
 
 
-def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(monkeypatch) -> None:
+def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """d L_z / d z_tj = (2/T) lse(z_t) p_tj (float64): proportional to p, not a common shift, so a
     descent step on the z-loss narrows every gap between a token's logits and raises the entropy
     of its router distribution (docs/derivations/moe-gating-gradient.md §5)."""
@@ -481,6 +483,7 @@ def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(monk
     router_logits = m.router_logits
 
     def spy(tokens: torch.Tensor) -> torch.Tensor:
+        """The layer's router logits, kept for the gradient."""
         captured.append(router_logits(tokens))
         return captured[-1]
 
@@ -500,12 +503,14 @@ def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(monk
     step = z - 1e-2 * grad
 
     def gaps(logits: torch.Tensor) -> torch.Tensor:
+        """|z_j − z_k| for every pair of experts of every token."""
         return (logits[:, :, None] - logits[:, None, :]).abs()
 
     off = ~torch.eye(5, dtype=torch.bool)
     assert (gaps(step)[:, off] < gaps(z)[:, off]).all()
 
     def entropy(logits: torch.Tensor) -> torch.Tensor:
+        """Entropy of each token's router distribution."""
         q = torch.softmax(logits, -1)
         return -(q * q.log()).sum(-1)
 
@@ -517,7 +522,7 @@ def test_z_loss_logit_gradient_is_proportional_to_p_and_flattens_the_router(monk
     assert (rate > 0).all()
 
 
-def test_moe_study_variants_beat_the_unigram_model(tiny_char_lm) -> None:
+def test_moe_study_variants_beat_the_unigram_model(tiny_char_lm: dict[str, object]) -> None:
     """The study's MoE variants, trained 100 steps at toy size, end well below the validation
     loss of the training split's character frequencies (and of the uniform model, ln V)."""
     from scratchformer.data.lm_text import char_data

@@ -29,6 +29,7 @@ from scratchformer.models.bow import BowLogisticRegression, MajorityClass, featu
 from scratchformer.models.gpt import GPTConfig
 from scratchformer.models.gpt_classifier import GPTClassifier
 from scratchformer.models.nli import classify, load_classifier, predict_proba
+from scratchformer.tokenizers.bpe import BPETokenizer
 
 NOUNS = ["dog", "cat", "man", "woman", "child", "bird", "horse", "girl", "boy", "car"]
 VERBS = ["runs", "sleeps", "eats", "jumps", "sits", "plays", "walks", "swims"]
@@ -243,12 +244,13 @@ def test_tiny_study_run_and_cli(monkeypatch, tmp_path, capsys):
     assert "no NLI checkpoint" in capsys.readouterr().err
 
 
-def test_trained_gpt_classifier_beats_the_majority_baseline(tok):
+def test_trained_gpt_classifier_beats_the_majority_baseline(tok: BPETokenizer) -> None:
     """The study's training loop and a small GPT classifier, 60 steps on pairs whose label the
     words decide: on held-out pairs it beats the majority class in accuracy and macro-F1."""
     pad = tok.special_tokens[PAD]
 
     def encode(pairs: list[NLIPair]) -> EncodedPairs:
+        """Token ids of the pairs, cut to 32 tokens, and their labels."""
         rows = [(p.premise, p.hypothesis) for p in pairs]
         return encode_pairs(tok, rows, [p.label_id for p in pairs], 32)
 

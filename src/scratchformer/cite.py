@@ -149,8 +149,7 @@ def _scan(text: str, source: str, first_line: int = 1
 
 
 def find_citations(text: str, source: str = "<text>", first_line: int = 1) -> list[Citation]:
-    """Every marker in ``text`` with the number right before it; raises CiteError naming
-    ``source:line`` for a marker that is malformed or has no number in front of it."""
+    """Every marker in ``text`` and its number; CiteError (``source:line``) for a bad marker."""
     found, problems = _scan(text, source, first_line)
     if problems:
         where, problem = problems[0]
