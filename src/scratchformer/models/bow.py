@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from scratchformer.validation import check_int
+
 __all__ = ["BowLogisticRegression", "MajorityClass", "features", "words"]
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
@@ -83,8 +85,7 @@ class BowLogisticRegression(nn.Module):
             raise ValueError(f"kind must be one of {FEATURE_SETS}, got {kind!r}")
         for name, value in (("num_classes", num_classes), ("min_count", min_count),
                             ("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, value)
         self.kind, self.num_classes, self.min_count = kind, num_classes, min_count
         self.l2, self.epochs, self.lr, self.batch_size, self.seed = l2, epochs, lr, batch_size, seed
         self.vocab: dict[str, int] = {}

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchformer.models.gpt import GPT, GPTConfig
+from scratchformer.validation import check_int, check_probability
 
 __all__ = ["GPTClassifier"]
 
@@ -26,10 +27,8 @@ class GPTClassifier(nn.Module):
 
     def __init__(self, config: GPTConfig, num_classes: int, head_dropout: float = 0.0) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
-        if not 0.0 <= head_dropout < 1.0:
-            raise ValueError(f"head_dropout must lie in [0, 1), got {head_dropout!r}")
+        check_int("num_classes", num_classes, 2)
+        check_probability("head_dropout", head_dropout)
         self.gpt = GPT(config)
         self.num_classes = num_classes
         self.drop = nn.Dropout(head_dropout)

@@ -33,6 +33,7 @@ from pathlib import Path
 import regex
 
 from scratchformer.tokenizers.pretokenize import resolve_pattern, split
+from scratchformer.validation import check_int
 
 FORMAT_NAME = "scratchformer-bpe"
 FORMAT_VERSION = 1
@@ -120,8 +121,7 @@ class BPETokenizer:
         from scratchformer.tokenizers.bpe_train import train_merges
 
         special_tokens = list(special_tokens)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-            raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
+        check_int("vocab_size", vocab_size, None)
         if vocab_size < 256 + len(special_tokens):
             raise ValueError(
                 f"vocab_size must be >= 256 bytes + {len(special_tokens)} special token(s) = "

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from scratchformer.tokenizers.pretokenize import resolve_pattern, split
+from scratchformer.validation import check_int
 
 Pair = tuple[int, int]
 
@@ -90,14 +91,8 @@ def train_merges(
     Training stops early when no pair occurs at least ``min_frequency`` times (weighted by chunk
     frequency). Returns the merges in rank order inside :class:`TrainStats`, with work counters.
     """
-    if isinstance(num_merges, bool) or not isinstance(num_merges, int):
-        raise TypeError(f"num_merges must be an int, got {type(num_merges).__name__}")
-    if num_merges < 0:
-        raise ValueError(f"num_merges must be >= 0, got {num_merges}")
-    if isinstance(min_frequency, bool) or not isinstance(min_frequency, int):
-        raise TypeError(f"min_frequency must be an int, got {type(min_frequency).__name__}")
-    if min_frequency < 1:
-        raise ValueError(f"min_frequency must be >= 1, got {min_frequency}")
+    check_int("num_merges", num_merges, 0)
+    check_int("min_frequency", min_frequency, 1)
     pattern = resolve_pattern(pattern)
 
     chunk_counts = count_chunks(texts, pattern)

@@ -49,6 +49,7 @@ from scratchformer.training.checkpoint import (
 from scratchformer.training.metrics_log import LOG_FIELDS, MetricsLog
 from scratchformer.training.optim import build_adamw
 from scratchformer.training.schedule import check_schedule, warmup_cosine
+from scratchformer.validation import check_int
 
 BatchFn = Callable[[int, int, torch.Generator], Any]
 LossFn = Callable[[nn.Module, Any], "Tensor | tuple[Tensor, int | Tensor]"]
@@ -88,11 +89,7 @@ class TrainConfig:
         ints = {"max_steps": 1, "warmup_steps": 0, "grad_accum_steps": 1, "log_interval": 1,
                 "eval_interval": 0, "seed": 0, "checkpoint_interval": 0, "checkpoint_keep": 0}
         for name, low in ints.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"TrainConfig.{name} must be an int, got {value!r}")
-            if value < low:
-                raise ValueError(f"TrainConfig.{name} must be >= {low}, got {value}")
+            check_int(f"TrainConfig.{name}", getattr(self, name), low)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"TrainConfig.lr must be a finite number > 0, got {self.lr!r}")
         if self.warmup_steps >= self.max_steps:
