@@ -244,3 +244,110 @@ def test_cli_train_encode_decode(tmp_path, capsys):
     assert "special token" in capsys.readouterr().err
     assert main(["tokenizer", "decode", *base, "1", "100000"]) == 2
     assert "100000 is not in the vocabulary" in capsys.readouterr().err
+
+
+def _adversarial() -> BPETokenizer:
+    """Merges whose ranks do not follow creation order, so rounds must be kept apart."""
+    vocab = {b: bytes([b]) for b in range(256)}
+    vocab.update({300: b"aa", 301: b"aaa", 302: b"aaaa", 303: b"ab", 304: b"aab", 305: b"ba"})
+    merges = [(300, 97), (97, 97), (300, 300), (97, 98), (300, 98), (98, 97)]
+    return BPETokenizer(vocab, merges, {})
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_priority_queue_merging_equals_the_plain_loop(tok, tok4, data):
+    for t, alphabet in ((tok, "abcdefghij ,.'\n🙂é"), (tok4, "the quick"), (_adversarial(), "ab")):
+        text = data.draw(st.text(st.sampled_from(alphabet), min_size=2, max_size=300))
+        ids = [t._byte_ids[b] for b in text.encode("utf-8")]
+        assert t._merge_long(list(ids)) == t._merge(list(ids))
+
+
+def test_one_long_chunk_encodes_fast_and_exactly(tok):
+    import random
+    import time
+
+    rng = random.Random(0)
+    text = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(100_000))
+    start = time.perf_counter()
+    ids = tok.encode(text)
+    assert time.perf_counter() - start < 2.0  # was ~5-20 s: quadratic in the chunk's length
+    assert tok.decode(ids, errors="strict") == text
+    assert len(split(text)) == 1  # one chunk indeed
+    assert text not in tok._cache  # long chunks are not cached
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"vocab": []}, "'vocab' must be a non-empty object"),
+    ({"vocab": {}}, "'vocab' must be a non-empty object"),
+    ({"vocab": {"x": "61"}}, "'vocab' key 'x' is not a token id"),
+    ({"vocab": {"1": "zz"}}, "'vocab' entry 1 is not hex"),
+    ({"vocab": {"1": 5}}, "'vocab' entry 1 is not hex"),
+    ({"vocab": {"99999999999": "61"}}, "is larger than"),
+    ({"vocab": {"999999999999999": "61"}}, "is not a token id"),
+    ({"merges": {"a": 1}}, "'merges' must be a list"),
+    ({"merges": [[1, 2, 3]]}, "merge 0 must be"),
+    ({"merges": [[1.5, 2]]}, "merge 0 must be"),
+    ({"merges": [[97, 97]]}, "merged token is not in the vocab"),
+    ({"special_tokens": []}, "'special_tokens' must be an object"),
+    ({"special_tokens": {"<s>": "1"}}, "needs a non-negative int id"),
+    ({"special_tokens": {"<s>": 2**40}}, "larger than"),
+    ({"pattern": 5}, "'pattern' must be a name or a regex"),
+    ({"pattern": "("}, "not a valid regular expression"),
+    ({"pattern": "x" * 20_000}, "'pattern' must be a name or a regex"),
+    ({"version": [1]}, "unsupported scratchformer-bpe version"),
+])
+def test_malformed_fields_are_one_value_error_naming_the_file(tmp_path, changes, message):
+    data = BPETokenizer.from_merges([], []).to_dict()
+    data.update(changes)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as err:
+        BPETokenizer.load(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_files_that_are_not_utf8_or_nest_too_deep_are_value_errors(tmp_path):
+    (tmp_path / "a.json").write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(ValueError, match="not UTF-8"):
+        BPETokenizer.load(tmp_path / "a.json")
+    (tmp_path / "b.json").write_text("[" * 100_000)
+    with pytest.raises(ValueError, match="not JSON"):
+        BPETokenizer.load(tmp_path / "b.json")
+
+
+def test_a_catastrophic_custom_pattern_is_stopped_by_the_time_limit(tmp_path):
+    import time
+
+    data = BPETokenizer.from_merges([], []).to_dict()
+    data["pattern"] = r"(a|aa)+$|\s+|."
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    tok = BPETokenizer.load(path)  # a custom pattern loads ...
+    assert tok.decode(tok.encode("a b")) == "a b"  # ... and works on ordinary text
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="catastrophic backtracking"):
+        tok.encode("a" * 40 + "b")  # would take longer than the universe's age
+    assert time.perf_counter() - start < 5
+
+
+def test_save_is_atomic_with_umask_permissions(tok, tmp_path, monkeypatch):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = tok.save(tmp_path / "t.json")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    before = path.read_bytes()
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(KeyboardInterrupt):
+        BPETokenizer.from_merges([]).save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["t.json"]
+    with pytest.raises(IsADirectoryError):
+        tok.save(tmp_path)

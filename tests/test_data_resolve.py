@@ -263,3 +263,30 @@ def test_sha256_file_is_the_digest_of_the_bytes(tmp_path_factory, data, chunk_si
     path = tmp_path_factory.mktemp("sha") / "blob"
     path.write_bytes(data)
     assert sha256_file(path, chunk_size=chunk_size) == hashlib.sha256(data).hexdigest()
+
+
+def test_a_bad_offline_setting_is_a_data_error_and_a_value_error(data_env, monkeypatch):
+    from scratchformer.data.resolve import SettingError, is_offline
+
+    monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "maybe")
+    with pytest.raises(SettingError) as err:
+        is_offline()
+    assert isinstance(err.value, DataError) and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("how", ["environment", "argument", "no-url"])
+def test_offline_bad_cache_file_warning_says_it_is_not_downloaded(data_env, http_server,
+                                                                   monkeypatch, how):
+    put(data_env, b"garbage")
+    url = None if how == "no-url" else http_server.serve("/hello.txt", BODY)
+    entry = demo_entry(url)
+    if how == "environment":
+        monkeypatch.setenv("SCRATCHFORMER_OFFLINE", "1")
+    with pytest.warns(UserWarning) as caught, pytest.raises(DataUnavailableError) as err:
+        resolve_file(entry, offline=True if how == "argument" else None, progress=False)
+    message = str(caught[0].message)
+    assert "downloading it again" not in message and "deleting it" in message
+    assert ("no download location" in message) if how == "no-url" else (
+        "not downloaded again" in message)
+    assert "was bad and has been deleted" in str(err.value)
+    assert http_server.hits == []

@@ -122,3 +122,36 @@ def test_mirror_dev_and_test_sizes(shared_data, data_env, monkeypatch):
     assert dev.label_counts == {"entailment": 3_329, "neutral": 3_235, "contradiction": 3_278}
     train = load_snli("train", offline=True)
     assert (train.lines, len(train), train.dropped_no_gold) == (27_874, 27_868, 6)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", r"no labelled pairs \(0 line\(s\), 0 without a gold label\)"),
+    (_row("-") + "\n" + _row("-") + "\n", r"no labelled pairs \(2 line\(s\), 2 without"),
+])
+@pytest.mark.parametrize("kind", ["plain", "gz", "zip"])
+def test_a_file_without_labelled_pairs_is_a_data_error(tmp_path, kind, text, message):
+    path = _write(tmp_path, kind, text=text)
+    with pytest.raises(DataError, match=message) as err:
+        read_snli_file(path, "dev")
+    assert path.name in str(err.value)
+
+
+def test_bad_bytes_and_deep_nesting_name_the_line(tmp_path):
+    path = tmp_path / "snli_1.0_dev.jsonl"
+    path.write_bytes(ROWS[0].encode() + b"\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"line 2: not UTF-8"):
+        read_snli_file(path, "dev")
+    path.write_text(ROWS[0] + "\n" + "[" * 100_000 + "\n")
+    with pytest.raises(DataError, match=r"line 2: JSON nested too deeply"):
+        read_snli_file(path, "dev")
+
+
+@pytest.mark.parametrize("kind", ["gz", "zip"])
+def test_corrupt_archives_are_data_errors(tmp_path, kind):
+    path = _write(tmp_path, kind)
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 3, len(data) // 3 + 24):
+        data[i] ^= 0x55
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError):
+        read_snli_file(path, "dev")

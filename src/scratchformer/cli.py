@@ -1,16 +1,102 @@
 """``scratchformer`` command line: list and run studies, build the report.
 
-Errors the user can fix (unknown study, bad ``--set``) print one line and exit with code 2.
+Errors the user can fix (unknown study, bad ``--set``, an output folder that is a file or
+cannot be written, an input that is a folder or not UTF-8, a malformed file) print one line,
+``scratchformer: error: ...`` naming the argument or file, and exit with code 2. Outputs are
+checked before any work starts, so a bad ``--out`` fails in a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from scratchformer.data.errors import DataError
 from scratchformer.experiments.registry import PROFILES, StudyError
+
+
+class CLIError(Exception):
+    """A bad argument found by the command line itself; the message names it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line, like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("scratchformer").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"scratchformer: error: {where}{message} (see --help)\n")
+
+
+def _reason(e: OSError) -> str:
+    """The short reason of an OS error ("Permission denied"), without the errno noise."""
+    return e.strerror or str(e)
+
+
+def _probe_write(folder: Path, flag: str) -> None:
+    """Make sure a file can be created in the existing ``folder``, or raise a CLIError."""
+    probe = folder / f".scratchformer-write-test.{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"{flag} {folder}: cannot write there ({_reason(e)})") from None
+
+
+def _output_folder(path: Path, flag: str) -> Path:
+    """``path`` as an output folder: created if missing, refused if a file or unwritable."""
+    if path.exists() and not path.is_dir():
+        raise CLIError(f"{flag} {path}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"{flag} {path}: cannot create the folder ({_reason(e)})") from None
+    _probe_write(path, flag)
+    return path
+
+
+def _output_file(path: Path, flag: str) -> Path:
+    """``path`` as an output file: not a folder, in an existing folder that can be written."""
+    if path.is_dir():
+        raise CLIError(f"{flag} {path}: is a folder; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CLIError(f"{flag} {path}: the folder {parent} does not exist")
+    _probe_write(parent, flag)
+    return path
+
+
+def _input_file(path: Path, flag: str) -> Path:
+    """``path`` as an input file: it exists and is not a folder."""
+    if path.is_dir():
+        raise CLIError(f"{flag} {path}: is a folder, expected a file")
+    if not path.is_file():
+        raise CLIError(f"{flag} {path}: no such file")
+    return path
+
+
+def _read_text(path: Path, flag: str) -> str:
+    """The UTF-8 text of the input file ``path``, or a CLIError naming ``flag`` and the file."""
+    data = _input_file(path, flag)
+    try:
+        raw = data.read_bytes()
+    except OSError as e:
+        raise CLIError(f"{flag} {path}: cannot be read ({_reason(e)})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CLIError(f"{flag} {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _check_offline_setting() -> None:
+    """Fail now, not mid-run, when ``$SCRATCHFORMER_OFFLINE`` has a value it cannot mean."""
+    from scratchformer.data.resolve import is_offline
+
+    is_offline()
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, str]:
@@ -54,7 +140,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise StudyError(f"no study has the setting(s) {', '.join(unknown)}")
-    out_root = Path(args.out)
+    _check_offline_setting()
+    out_root = _output_folder(Path(args.out), "--out")
+    for study in selected:  # a folder left by an earlier run may be a file or read-only
+        target = out_root / study.name
+        if target.exists() and not target.is_dir():
+            raise CLIError(f"--out {out_root}: {target} is a file, not a folder")
+        if target.is_dir():
+            _probe_write(target, "--out")
     for i, (study, cfg) in enumerate(zip(selected, configs, strict=True), 1):
         print(f"[{i}/{len(selected)}] {study.name} ({args.profile})", flush=True)
         record = run_study(study, cfg, out_root, args.profile)
@@ -69,7 +162,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from scratchformer.report import build_report
 
-    md, html = build_report(Path(args.results), Path(args.out) if args.out else None)
+    results = Path(args.results)
+    if results.exists() and not results.is_dir():
+        raise CLIError(f"--results {results}: is a file, not a folder")
+    out = _output_folder(Path(args.out), "--out") if args.out else None
+    md, html = build_report(results, out)
     print(f"report written to {md} and {html}")
     return 0
 
@@ -80,11 +177,15 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 
     try:
         if args.action == "train":
+            _output_file(Path(args.out), "--out")
+            if args.hf_export:
+                _output_file(Path(args.hf_export), "--hf-export")
             if args.input:
-                texts = [Path(f).read_text(encoding="utf-8") for f in args.input]
+                texts = [_read_text(Path(f), "--input") for f in args.input]
             else:
                 from scratchformer.data import load_tiny_shakespeare
 
+                _check_offline_setting()
                 texts = [load_tiny_shakespeare()]
             specials = args.special if args.special is not None else ["<|endoftext|>"]
             tok = BPETokenizer.train(
@@ -101,11 +202,12 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 
                 print(f"Hugging Face tokenizer.json -> {export_hf(tok, args.hf_export)}")
             return 0
-        tok = BPETokenizer.load(args.tokenizer)
+        tok = BPETokenizer.load(_input_file(Path(args.tokenizer), "--tokenizer"))
         if args.action == "encode":
             if (args.text is None) == (args.input is None):
                 raise ValueError("give exactly one of --text TEXT or --input FILE")
-            text = args.text if args.text is not None else Path(args.input).read_text("utf-8")
+            text = args.text if args.text is not None else _read_text(Path(args.input),
+                                                                      "--input")
             allowed = "all" if args.allow_special else ()
             print(" ".join(map(str, tok.encode(text, allowed_special=allowed))))
             return 0
@@ -124,19 +226,96 @@ def _cmd_tokenizer(args: argparse.Namespace) -> int:
 
 
 def _cmd_nli(args: argparse.Namespace) -> int:
-    """``scratchformer nli PREMISE HYPOTHESIS``: the label and its three probabilities."""
-    from scratchformer.models.nli import classify, load_classifier
+    """``scratchformer nli PREMISE HYPOTHESIS`` (the label and its three probabilities) or
+    ``scratchformer nli --input PAIRS.jsonl [--output PREDS.jsonl]`` (accuracy and confusion
+    matrix when the file has gold labels)."""
+    import json
+
+    from scratchformer.data.snli import LABELS
+    from scratchformer.models.nli import default_model_dir, load_classifier, read_pairs_jsonl
     from scratchformer.training.checkpoint import CheckpointError
 
+    single = args.premise is not None or args.hypothesis is not None
     try:
-        model, tok, _ = load_classifier(args.checkpoint)
-        probs = classify(model, tok, args.premise, args.hypothesis)
+        if single == (args.input is not None):
+            raise ValueError("give PREMISE HYPOTHESIS, or --input PAIRS.jsonl (not both)")
+        if single and (args.premise is None or args.hypothesis is None):
+            raise ValueError("give both PREMISE and HYPOTHESIS")
+        if args.output is not None and args.input is None:
+            raise ValueError("--output needs --input")
+        rows = read_pairs_jsonl(args.input) if args.input is not None else []
+        clf = load_classifier(args.checkpoint or default_model_dir())
+        if single:
+            probs = clf.classify(args.premise, args.hypothesis)
+        else:
+            table = clf.predict_proba([(r.premise, r.hypothesis) for r in rows],
+                                      progress=True)
+    except (ValueError, TypeError, CheckpointError, OSError) as e:
+        message = "; ".join(line.strip() for line in str(e).splitlines())
+        print(f"scratchformer: error: {message}", file=sys.stderr)
+        return 2
+    if single:
+        print(max(probs, key=probs.__getitem__))
+        for label, p in probs.items():
+            print(f"  {label:<13} {p:.4f}")
+        return 0
+    pred = table.argmax(-1).tolist()
+    if args.output is not None:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "w", encoding="utf-8") as fh:
+            for r, k, p in zip(rows, pred, table.tolist(), strict=True):
+                fh.write(json.dumps({"pairID": r.pair_id, "sentence1": r.premise,
+                                     "sentence2": r.hypothesis, "gold_label": r.gold,
+                                     "prediction": LABELS[k],
+                                     "probabilities": dict(zip(LABELS, p, strict=True))})
+                         + "\n")
+        print(f"{len(rows)} predictions written to {out}")
+    gold = [(LABELS.index(r.gold), k) for r, k in zip(rows, pred, strict=True) if r.gold]
+    if not gold:
+        print(f"{len(rows)} pairs classified; no gold labels to score")
+        return 0
+    confusion = [[0] * len(LABELS) for _ in LABELS]
+    for g, k in gold:
+        confusion[g][k] += 1
+    right = sum(confusion[i][i] for i in range(len(LABELS)))
+    print(f"accuracy {right / len(gold):.4f} ({right}/{len(gold)} pairs with a gold label)")
+    width = max(map(len, LABELS)) + 2
+    print("confusion (rows: gold, columns: predicted)")
+    print(" " * width + "".join(f"{lab:>{width}}" for lab in LABELS))
+    for lab, counts in zip(LABELS, confusion, strict=True):
+        print(f"{lab:<{width}}" + "".join(f"{c:>{width}}" for c in counts))
+    return 0
+
+
+def _cmd_forecast(args: argparse.Namespace) -> int:
+    """``scratchformer forecast FILE.csv``: median and 10/90% quantiles of the token GPT, and
+    a PNG of the history, the median and the 80% band."""
+    from scratchformer.data.ett import read_columns
+    from scratchformer.models.forecast import default_model_dir, forecast_series, load_forecaster
+    from scratchformer.training.checkpoint import CheckpointError
+    from scratchformer.viz.forecast import plot_forecast
+
+    try:
+        if args.horizon < 1 or args.samples < 2:
+            raise ValueError(f"--horizon must be >= 1 and --samples >= 2, got {args.horizon} "
+                             f"and {args.samples}")
+        model, _ = load_forecaster(args.checkpoint or default_model_dir())
+        values = read_columns(args.file, [args.column], min_rows=model.context)[:, 0]
+        fc = forecast_series(model, values, args.horizon, args.samples, args.seed)
+        plot_forecast(fc.history.numpy(), fc.median.numpy(), fc.low.numpy(), fc.high.numpy(),
+                      Path(args.out), f"{args.column}: {args.horizon}-step forecast, "
+                      f"{args.samples} sampled paths")
     except (ValueError, TypeError, CheckpointError) as e:
         print(f"scratchformer: error: {e}", file=sys.stderr)
         return 2
-    print(max(probs, key=probs.__getitem__))
-    for label, p in probs.items():
-        print(f"  {label:<13} {p:.4f}")
+    print(f"# {args.column} of {args.file}: {len(values)} values, the last {model.context} "
+          f"read; {args.samples} paths, {model.tokenizer.n_bins} bins")
+    print(f"{'step':>5} {'median':>12} {'q10':>12} {'q90':>12}")
+    for i, (m, lo, hi) in enumerate(zip(fc.median.tolist(), fc.low.tolist(), fc.high.tolist(),
+                                        strict=True), 1):
+        print(f"{i:>5} {m:>12.4f} {lo:>12.4f} {hi:>12.4f}")
+    print(f"# plot written to {args.out}")
     return 0
 
 
@@ -169,7 +348,7 @@ def _add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for ``scratchformer``."""
-    p = argparse.ArgumentParser(prog="scratchformer", description=__doc__.splitlines()[0])
+    p = _Parser(prog="scratchformer", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list the registered studies").set_defaults(fn=_cmd_list)
@@ -188,22 +367,67 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_tokenizer_parser(sub)
 
-    nli = sub.add_parser("nli", help="classify a premise/hypothesis pair with the NLI model")
-    nli.add_argument("premise")
-    nli.add_argument("hypothesis")
-    nli.add_argument("--checkpoint", default="results/nli.snli/checkpoint",
-                     help="folder written by 'run nli.snli' (default: %(default)s)")
+    nli = sub.add_parser("nli", help="classify premise/hypothesis pairs with the NLI model")
+    nli.add_argument("premise", nargs="?", help="the premise (with HYPOTHESIS; or use --input)")
+    nli.add_argument("hypothesis", nargs="?", help="the hypothesis")
+    nli.add_argument("--input", metavar="PAIRS.jsonl",
+                     help="SNLI-format JSON Lines (sentence1, sentence2, optional gold_label)")
+    nli.add_argument("--output", metavar="PREDS.jsonl", help="write one prediction per line")
+    nli.add_argument("--checkpoint", default=None,
+                     help="model folder (default: the published full-profile model, "
+                          "docs/results/nli.snli/model in the repository; 'run nli.snli' "
+                          "writes one to results/nli.snli/model)")
     nli.set_defaults(fn=_cmd_nli)
+
+    fc = sub.add_parser("forecast", help="forecast a CSV column with the token GPT (ETT model)")
+    fc.add_argument("file", metavar="FILE.csv", help="CSV with a header row")
+    fc.add_argument("--column", default="OT", help="column to forecast (default: %(default)s)")
+    fc.add_argument("--horizon", type=int, default=96, help="steps ahead (default: %(default)s)")
+    fc.add_argument("--checkpoint", default=None,
+                    help="model folder (default: the published docs/results/timeseries.ett/model)")
+    fc.add_argument("--samples", type=int, default=20, help="sampled paths (default: %(default)s)")
+    fc.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    fc.add_argument("--out", default="forecast.png", help="PNG to write (default: %(default)s)")
+    fc.set_defaults(fn=_cmd_forecast)
     return p
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean a bad argument, setting or file rather than a bug.
+
+    Error types of modules that are imported lazily count only once imported (nothing else can
+    raise them), so that ``list`` and argument errors do not pay for importing torch.
+    """
+    found: list[type[BaseException]] = [CLIError, StudyError, DataError, OSError, UnicodeError]
+    for module, name in (("scratchformer.training.checkpoint", "CheckpointError"),
+                         ("scratchformer.report.build", "ReportError")):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            found.append(getattr(loaded, name))
+    return tuple(found)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one line; an OS error as ``file: reason``."""
+    if isinstance(e, OSError) and e.filename is not None and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    else:
+        text = str(e) or type(e).__name__
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: parse ``argv`` and dispatch; user errors become one line and exit 2."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a bad argument (2, one line already printed)
+        return e.code if isinstance(e.code, int) else 2
     try:
         return args.fn(args)
-    except (StudyError, FileNotFoundError, DataError) as e:
-        print(f"scratchformer: error: {e}", file=sys.stderr)
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise
+        print(f"scratchformer: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

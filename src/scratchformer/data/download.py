@@ -27,6 +27,13 @@ CHUNK_SIZE = 1 << 16
 USER_AGENT = f"scratchformer/{__version__} (+urllib)"
 
 
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = CHUNK_SIZE) -> str:
     """The hex sha256 digest of the file at ``path``, read in chunks of ``chunk_size`` bytes."""
     chunk_size = check_int("chunk_size", chunk_size)
@@ -61,6 +68,7 @@ def download(
     label = desc or dest.name
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a cached file gets the usual mode
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:

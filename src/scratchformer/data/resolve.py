@@ -11,8 +11,12 @@ Every file is verified against the catalogue sha256 each time it is resolved (th
 few MB, so this costs milliseconds); within one process a digest is remembered per
 (path, size, mtime), so repeated loads do not re-read the file. A mirror file that fails the
 check raises (the mirror is read-only); a cached file that fails it is deleted and downloaded
-again. A file with no published digest is trusted on first download: the digest it arrived
-with is written beside it as ``<file>.sha256`` and later reads are checked against that.
+again, or, where no download is possible (offline, or no download location), deleted with a
+warning that says so, and the search goes on as if it had never been there. A file with no
+published digest is trusted on first download: the digest it arrived with is written beside it
+as ``<file>.sha256`` and later reads are checked against that.
+
+A value of ``$SCRATCHFORMER_OFFLINE`` other than the listed ones raises `SettingError`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from scratchformer.data.datasets import DataFile, get_file
 from scratchformer.data.download import download, sha256_file
 from scratchformer.data.errors import (
     ChecksumError,
+    DataError,
     DataUnavailableError,
     UnverifiedDownloadWarning,
 )
@@ -37,6 +42,10 @@ _FALSE = {"", "0", "false", "no", "off"}
 
 # Digests already computed in this process, keyed by (path, size, mtime_ns).
 _DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+class SettingError(DataError, ValueError):
+    """An environment variable of the data layer set to a value it does not understand."""
 
 
 def mirror_dir() -> Path | None:
@@ -68,7 +77,7 @@ def is_offline() -> bool:
         return True
     if raw in _FALSE:
         return False
-    raise ValueError(
+    raise SettingError(
         f"{ENV_OFFLINE} must be one of 1/true/yes/on or 0/false/no/off, "
         f"got {os.environ[ENV_OFFLINE]!r}"
     )
@@ -118,9 +127,14 @@ def resolve_file(entry: DataFile, *, offline: bool | None = None, progress: bool
         problem = _check(cached, expected, entry.size)
         if not problem:
             return cached
+        if entry.url is None:
+            action = "deleting it; it has no download location, so nothing replaces it"
+        elif offline:
+            action = f"deleting it; {why_offline}, so it is not downloaded again"
+        else:
+            action = "deleting it and downloading it again"
         warnings.warn(
-            f"cached {entry.key} at {cached} is not the expected file ({problem}); "
-            f"deleting it and downloading it again",
+            f"cached {entry.key} at {cached} is not the expected file ({problem}); {action}",
             stacklevel=2,
         )
         cached.unlink()

@@ -19,7 +19,9 @@ skips these content checks (for fixtures and hand-made files).
 
 Rows whose ``gold_label`` is ``-`` (no annotator majority) are dropped and counted, as is
 standard. A line that is not a JSON object, lacks ``sentence1``/``sentence2``/``gold_label``, or
-has an unknown label raises `DataError` naming the file and the 1-based line number.
+has an unknown label raises `DataError` naming the file and the 1-based line number; so does a
+file that yields no labelled pair at all (empty, or only ``-`` rows), which is never a usable
+split.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -108,7 +111,11 @@ def parse_snli_lines(lines: Iterable[str | bytes], source: str, split: str = "?"
     pairs: list[NLIPair] = []
     dropped = n = 0
     for n, raw in enumerate(lines, 1):
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as e:
+            raise DataError(f"{source}, line {n}: not UTF-8 ({e.reason} at byte "
+                            f"{e.start})") from None
         if not text.strip():
             raise DataError(f"{source}, line {n}: empty line; expected one JSON object per line")
         try:
@@ -116,6 +123,8 @@ def parse_snli_lines(lines: Iterable[str | bytes], source: str, split: str = "?"
         except json.JSONDecodeError as e:
             raise DataError(f"{source}, line {n}: malformed JSON ({e.msg} at column "
                             f"{e.colno})") from None
+        except RecursionError:
+            raise DataError(f"{source}, line {n}: JSON nested too deeply") from None
         if not isinstance(row, dict):
             raise DataError(f"{source}, line {n}: expected a JSON object, got "
                             f"{type(row).__name__}")
@@ -133,6 +142,9 @@ def parse_snli_lines(lines: Iterable[str | bytes], source: str, split: str = "?"
         if not isinstance(premise, str) or not isinstance(hypothesis, str):
             raise DataError(f"{source}, line {n}: sentence1 and sentence2 must be strings")
         pairs.append(NLIPair(premise, hypothesis, label))
+    if not pairs:
+        raise DataError(f"{source}: no labelled pairs ({n} line(s), {dropped} without a gold "
+                        f"label); expected SNLI JSON lines")
     counts = Counter(p.label for p in pairs)
     return SNLISplit(split, pairs, source, n, dropped, {lab: counts[lab] for lab in LABELS})
 
@@ -164,7 +176,8 @@ def read_snli_file(path: str | os.PathLike, split: str) -> SNLISplit:
         return parse_snli_lines(_open_lines(path, split), source, split)
     except DataError:
         raise
-    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, RecursionError,
+            zlib.error, NotImplementedError, RuntimeError) as e:
         raise DataError(f"{source}: cannot be read as SNLI jsonl ({e})") from None
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import platform
 import random
+import secrets
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,14 +61,45 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+def _new_temp(folder: Path, prefix: str) -> tuple[int, Path]:
+    """A new file in ``folder``, opened for writing, with the umask's permissions (not 0600)."""
+    while True:
+        path = folder / f".{prefix}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:
+            continue
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and make sure files can be created in it, or raise OSError.
+
+    Called before a study runs, so that a folder it cannot write fails in a second, not after
+    the whole study.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a folder", str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = _new_temp(folder, "write-test")
+    os.close(fd)
+    probe.unlink()
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temporary file and ``os.replace`` so readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_jsonable(payload), f, indent=2, sort_keys=False, allow_nan=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(_jsonable(payload), indent=2, sort_keys=False, allow_nan=True) + "\n"
+    fd, tmp = _new_temp(path.parent, path.name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_study(
@@ -78,7 +110,7 @@ def run_study(
 ) -> dict:
     """Run ``study`` with ``cfg``; write ``out_root/<name>/metrics.json``; return the record."""
     out = Path(out_root) / study.name
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     seed = getattr(cfg, "seed", 0)
     seed_everything(seed)
     start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import json
 from pathlib import Path
@@ -33,14 +34,64 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+class ReportError(ValueError):
+    """A stored study record (``metrics.json``) the report cannot use; the message names it."""
+
+
+# Fields every record needs, with their types; "description" and "figures" are optional.
+_RECORD_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "study": str, "profile": str, "wall_time_s": (int, float), "finished_at": str,
+    "metrics": dict,
+}
+
+
+def _check_record(rec: Any, path: Path) -> dict:
+    """``rec`` if it has the fields the report reads, else a ReportError naming ``path``."""
+    if not isinstance(rec, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(rec).__name__}")
+    for key, kind in _RECORD_FIELDS.items():
+        if not isinstance(rec.get(key), kind) or isinstance(rec.get(key), bool):
+            raise ReportError(f"{path}: field {key!r} is missing or not a "
+                              f"{getattr(kind, '__name__', 'number')}")
+    if not isinstance(rec.get("description", ""), str):
+        raise ReportError(f"{path}: field 'description' must be a string")
+    figures = rec.get("figures", [])
+    if not isinstance(figures, list) or not all(isinstance(f, str) for f in figures):
+        raise ReportError(f"{path}: field 'figures' must be a list of file names")
+    return rec
+
+
 def load_records(results: Path) -> list[dict]:
-    """All study records under ``results`` sorted by study name."""
+    """All study records under ``results`` sorted by study name; a malformed one raises
+    `ReportError` naming its file."""
     records = []
     for path in sorted(Path(results).glob("*/metrics.json")):
-        rec = json.loads(path.read_text())
+        try:
+            rec = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ReportError(f"{path} is not UTF-8 text ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ReportError(f"{path} is not valid JSON: {e}") from None
+        rec = _check_record(rec, path)
         rec["_dir"] = str(path.parent)
+        rec["_path"] = str(path)
         records.append(rec)
     return records
+
+
+def _output_folder(out: Path) -> Path:
+    """Create the report folder ``out`` if needed; a file in its place is a clear OSError."""
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "the report folder is a file", str(out))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _figure_path(rec: dict, fig: str) -> Path | None:
+    """Where figure ``fig`` of a record is, or None when the name leaves the study folder."""
+    folder = Path(rec["_dir"]).resolve()
+    path = (folder / fig).resolve()
+    return path if path.is_relative_to(folder) else None
 
 
 def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
@@ -51,8 +102,7 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
         raise FileNotFoundError(
             f"no study results under {results}; run: scratchformer run all"
         )
-    out = Path(out) if out else results
-    out.mkdir(parents=True, exist_ok=True)
+    out = _output_folder(Path(out) if out else results)
     md = ["# scratchformer report", ""]
     body = ["<h1>scratchformer report</h1>"]
     md.append("| study | profile | wall time (s) | finished |")
@@ -62,7 +112,10 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
             f"| {r['study']} | {r['profile']} | {r['wall_time_s']:.1f} | {r['finished_at']} |"
         )
     md.append("")
-    tradeoffs = collect(records)
+    try:
+        tradeoffs = collect(records)
+    except ValueError as e:
+        raise ReportError(f"a tradeoff block under {results} is malformed: {e}") from None
     if tradeoffs:
         md_part, html_part = _tradeoff_section(tradeoffs, out)
         md += md_part
@@ -81,6 +134,9 @@ def build_report(results: Path, out: Path | None = None) -> tuple[Path, Path]:
         ]
         body.append("</table>")
         for fig in r.get("figures", []):
+            found = _figure_path(r, fig)
+            if found is None:
+                raise ReportError(f"{r['_path']}: figure {fig!r} is outside its study folder")
             path = Path(r["_dir"]) / fig
             rel = path.relative_to(out) if path.is_relative_to(out) else path.resolve()
             md += [f"![{name}: {fig}]({rel})", ""]

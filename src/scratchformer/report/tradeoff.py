@@ -41,8 +41,9 @@ class Tradeoff:
 
 
 def _check_point(study: str, point: Any) -> dict[str, Any]:
-    if not isinstance(point, dict) or not {"variant", "speed", "quality"} <= set(point):
-        raise ValueError(f"{study}: a tradeoff point needs variant, speed and quality, "
+    if not isinstance(point, dict) or not {"variant", "speed", "quality"} <= set(point) or (
+            not isinstance(point["variant"], str)):
+        raise ValueError(f"{study}: a tradeoff point needs variant (a name), speed and quality, "
                          f"got {point!r}")
     for key in ("speed", "quality"):
         value = point[key]
@@ -60,6 +61,9 @@ def collect(records: list[dict]) -> list[Tradeoff]:
         block = r.get("metrics", {}).get("tradeoff")
         if not block:
             continue
+        if not isinstance(block, dict) or not isinstance(block.get("points", []), list):
+            raise ValueError(f"{r['study']}: the tradeoff block must be an object with a list "
+                             f"of points")
         points = [_check_point(r["study"], p) for p in block.get("points", [])]
         if points:
             found.append(Tradeoff(r["study"], block.get("quality_name", "quality"),

@@ -4,7 +4,9 @@ Encoding pre-tokenizes the text into chunks, turns each chunk into its UTF-8 byt
 repeatedly merges the adjacent pair with the lowest merge rank (the earliest learned) until no
 learned pair is left; the result per chunk is cached. Because every string is a byte sequence and
 every byte is a token, any text encodes, and decoding concatenates token bytes, so
-``decode(encode(s)) == s`` for every ``s``.
+``decode(encode(s)) == s`` for every ``s``. Short chunks use the plain loop (fastest for words);
+chunks longer than `_HEAP_FROM` bytes use a priority queue of pair positions, which gives the
+same ids in O(n log n) rather than O(n x merges), so one long run of letters stays fast.
 
 Decoding an arbitrary id sequence can give bytes that are not valid UTF-8 (a token may hold half
 of a multi-byte character). The errors policy is Python's: ``decode(ids, errors="replace")`` (the
@@ -20,13 +22,20 @@ File format (``save``/``load``, UTF-8 JSON)::
      "merges": [[left_id, right_id], ...],                  # rank order; the merged token is
                                                             # the vocab entry of left + right bytes
      "special_tokens": {"<|endoftext|>": 50256, ...}}
+
+`load` checks every field and reports any malformed file as one ``ValueError`` naming it. A
+pattern that is not one of the named ones runs with a time limit (see
+:func:`scratchformer.tokenizers.pretokenize.split`), so a file cannot make encoding hang.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import json
 import operator
+import os
+import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -39,6 +48,10 @@ FORMAT_NAME = "scratchformer-bpe"
 FORMAT_VERSION = 1
 DEFAULT_SPECIAL_TOKENS = ("<|endoftext|>",)
 _CACHE_LIMIT = 1 << 17  # chunks kept in the encode cache before it is cleared
+_CACHE_MAX_CHUNK = 256  # longer chunks are rare and large: not cached
+_HEAP_FROM = 48  # chunks of more bytes than this are merged with the priority queue
+MAX_ID = 2**31 - 1  # token ids beyond this are refused (no embedding table is that large)
+MAX_PATTERN_CHARS = 10_000  # longest pre-tokenization regex accepted from a file
 
 
 class BPETokenizer:
@@ -61,6 +74,8 @@ class BPETokenizer:
         for i, token in dict(vocab).items():
             if isinstance(i, bool) or not isinstance(i, int) or i < 0:
                 raise TypeError(f"vocab ids must be non-negative ints, got {i!r}")
+            if i > MAX_ID:
+                raise ValueError(f"vocab id {i} is larger than {MAX_ID}")
             if not isinstance(token, bytes) or not token:
                 raise TypeError(f"vocab[{i}] must be non-empty bytes, got {token!r}")
             self.vocab[i] = token
@@ -93,6 +108,8 @@ class BPETokenizer:
                 raise TypeError(f"special token names must be non-empty str, got {text!r}")
             if isinstance(i, bool) or not isinstance(i, int) or i < 0:
                 raise TypeError(f"special token {text!r} needs a non-negative int id, got {i!r}")
+            if i > MAX_ID:
+                raise ValueError(f"special token {text!r} has id {i}, larger than {MAX_ID}")
             if i in self.vocab or i in self.special_tokens.values():
                 raise ValueError(f"special token {text!r} has id {i}, which is already taken")
             self.special_tokens[text] = i
@@ -197,6 +214,15 @@ class BPETokenizer:
             return cached
         byte_ids = self._byte_ids
         ids = [byte_ids[b] for b in chunk.encode("utf-8")]
+        result = tuple(self._merge_long(ids) if len(ids) > _HEAP_FROM else self._merge(ids))
+        if len(chunk) <= _CACHE_MAX_CHUNK:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[chunk] = result
+        return result
+
+    def _merge(self, ids: list[int]) -> list[int]:
+        """Merge every occurrence of the lowest-rank pair, left to right, until none is left."""
         ranks = self._ranks
         none = (len(self.merges), -1)
         while len(ids) > 1:
@@ -214,11 +240,47 @@ class BPETokenizer:
                     out.append(ids[i])
                     i += 1
             ids = out
-        result = tuple(ids)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[chunk] = result
-        return result
+        return ids
+
+    def _merge_long(self, ids: list[int]) -> list[int]:
+        """`_merge` in O(n log n): a heap of (rank, position) of adjacent pairs in a linked list.
+
+        Each round pops every entry of the lowest rank, in position order, and merges those that
+        still hold that pair, which is `_merge`'s left-to-right pass; pairs the round creates
+        enter the heap after it, as `_merge` only sees them on its next pass. A merged token is
+        longer than both of its parts, so a round never creates the pair it merges.
+        """
+        ranks = self._ranks
+        n = len(ids)
+        tok = list(ids)  # -1: merged into the token on its left
+        nxt = list(range(1, n + 1))  # n: no next token
+        prv = list(range(-1, n - 1))  # -1: no previous token
+        heap = [(found[0], i) for i in range(n - 1)
+                if (found := ranks.get((tok[i], tok[i + 1]))) is not None]
+        heapq.heapify(heap)
+        while heap:
+            rank = heap[0][0]
+            created = []
+            while heap and heap[0][0] == rank:
+                i = heapq.heappop(heap)[1]
+                j = nxt[i]
+                if tok[i] < 0 or j >= n:
+                    continue
+                found = ranks.get((tok[i], tok[j]))
+                if found is None or found[0] != rank:
+                    continue  # the pair at i changed since this entry was pushed
+                merged = tok[i] = found[1]
+                tok[j] = -1
+                k = nxt[i] = nxt[j]
+                if k < n:
+                    prv[k] = i
+                    if (right := ranks.get((merged, tok[k]))) is not None:
+                        created.append((right[0], i))
+                if (p := prv[i]) >= 0 and (left := ranks.get((tok[p], merged))) is not None:
+                    created.append((left[0], p))
+            for entry in created:
+                heapq.heappush(heap, entry)
+        return [t for t in tok if t >= 0]
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with special-token strings treated as plain text."""
@@ -317,36 +379,90 @@ class BPETokenizer:
 
     @classmethod
     def from_dict(cls, data: Mapping) -> BPETokenizer:
-        """The tokenizer described by :meth:`to_dict`'s output."""
+        """The tokenizer described by :meth:`to_dict`'s output; anything malformed is a
+        ``ValueError`` that says which field is wrong."""
         if not isinstance(data, Mapping) or data.get("format") != FORMAT_NAME:
             raise ValueError(f"not a {FORMAT_NAME} tokenizer: format is {_field(data, 'format')}")
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(
-                f"unsupported {FORMAT_NAME} version {data.get('version')!r}; "
+                f"unsupported {FORMAT_NAME} version {_short(data.get('version'))}; "
                 f"expected {FORMAT_VERSION}"
             )
         missing = [k for k in ("pattern", "vocab", "merges") if k not in data]
         if missing:
             raise ValueError(f"{FORMAT_NAME} data lacks the field(s) {missing}")
-        vocab = {int(i): bytes.fromhex(h) for i, h in data["vocab"].items()}
-        merges = [(int(a), int(b)) for a, b in data["merges"]]
-        return cls(vocab, merges, data.get("special_tokens", {}), data["pattern"])
+        pattern = data["pattern"]
+        if not isinstance(pattern, str) or not pattern or len(pattern) > MAX_PATTERN_CHARS:
+            raise ValueError(f"'pattern' must be a name or a regex of 1 to {MAX_PATTERN_CHARS} "
+                             f"characters, got {_short(pattern)}")
+        raw_vocab = data["vocab"]
+        if not isinstance(raw_vocab, Mapping) or not raw_vocab:
+            raise ValueError(f"'vocab' must be a non-empty object of id -> token bytes in hex, "
+                             f"got {_short(raw_vocab)}")
+        vocab: dict[int, bytes] = {}
+        for key, hexed in raw_vocab.items():
+            if not (isinstance(key, str) and key.isascii() and key.isdecimal() and len(key) < 12):
+                raise ValueError(f"'vocab' key {_short(key)} is not a token id")
+            try:
+                vocab[int(key)] = bytes.fromhex(hexed)
+            except (TypeError, ValueError):
+                raise ValueError(f"'vocab' entry {key} is not hex bytes: {_short(hexed)}") from None
+        raw_merges = data["merges"]
+        if not isinstance(raw_merges, list):
+            raise ValueError(f"'merges' must be a list of [left_id, right_id], got "
+                             f"{_short(raw_merges)}")
+        for k, pair in enumerate(raw_merges):
+            if not (isinstance(pair, list) and len(pair) == 2
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in pair)):
+                raise ValueError(f"merge {k} must be [left_id, right_id], got {_short(pair)}")
+        specials = data.get("special_tokens", {})
+        if not isinstance(specials, Mapping):
+            raise ValueError(f"'special_tokens' must be an object of token -> id, got "
+                             f"{_short(specials)}")
+        try:
+            return cls(vocab, [tuple(p) for p in raw_merges], specials, pattern)
+        except TypeError as e:
+            raise ValueError(str(e)) from None
 
     def save(self, path: str | Path) -> Path:
-        """Write the tokenizer as JSON to ``path`` and return the path."""
+        """Write the tokenizer as JSON to ``path`` (atomically: a crash leaves the old file)."""
         path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n", "utf-8")
+        if path.is_dir():
+            raise IsADirectoryError(f"cannot save the tokenizer as {path}: it is a folder")
+        text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            with open(tmp, "xb") as f:  # "x": a new file with the umask's permissions
+                f.write(text.encode("utf-8"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> BPETokenizer:
-        """Read a tokenizer written by :meth:`save`."""
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = json.load(fh)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} is not JSON: {e}") from e
-        return cls.from_dict(data)
+        """Read a tokenizer written by :meth:`save`; a malformed file is a ValueError naming it."""
+        path = Path(path)
+        raw = path.read_bytes()
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path} is not UTF-8 text ({e})") from None
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise ValueError(f"{path} is not JSON: {e}") from None
+        try:
+            return cls.from_dict(data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _field(data: object, key: str) -> str:

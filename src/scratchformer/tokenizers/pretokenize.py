@@ -45,11 +45,22 @@ def compile_pattern(regex_text: str) -> regex.Pattern:
         raise ValueError(f"pattern {regex_text!r} is not a valid regular expression: {e}") from e
 
 
+def time_limit(text: str) -> float:
+    """Seconds a pattern other than the named ones may spend splitting ``text``.
+
+    Linear patterns split a million characters in well under a second; one that backtracks
+    catastrophically (``(a|aa)+$``) would take longer than the universe has existed on a few
+    dozen. The limit leaves a margin of ten and more over linear work.
+    """
+    return 1.0 + 5e-6 * len(text)
+
+
 def split(text: str, pattern: str = "gpt2") -> list[str]:
     """Cut ``text`` into chunks: every match of ``pattern`` and every gap between matches.
 
     Keeping the gaps (Hugging Face's "isolated" split) means ``"".join(split(t)) == t`` for any
-    pattern; the built-in patterns match every character, so for them there are no gaps.
+    pattern; the built-in patterns match every character, so for them there are no gaps. A
+    pattern that is not a named one must finish within `time_limit`, else ``ValueError``.
     """
     regex_text = resolve_pattern(pattern)
     compiled = compile_pattern(regex_text)
@@ -57,13 +68,21 @@ def split(text: str, pattern: str = "gpt2") -> list[str]:
         return compiled.findall(text)
     chunks: list[str] = []
     end = 0
-    for m in compiled.finditer(text):
-        start, stop = m.span()
-        if start > end:
-            chunks.append(text[end:start])
-        if stop > start:
-            chunks.append(text[start:stop])
-        end = max(end, stop)
+    limit = time_limit(text)
+    try:
+        for m in compiled.finditer(text, timeout=limit):
+            start, stop = m.span()
+            if start > end:
+                chunks.append(text[end:start])
+            if stop > start:
+                chunks.append(text[start:stop])
+            end = max(end, stop)
+    except TimeoutError:
+        shown = regex_text if len(regex_text) <= 60 else regex_text[:57] + "..."
+        raise ValueError(
+            f"pre-tokenization pattern {shown!r} took over {limit:.1f} s on a "
+            f"{len(text):,}-character text (catastrophic backtracking?); use 'gpt2' or 'gpt4'"
+        ) from None
     if end < len(text):
         chunks.append(text[end:])
     return chunks

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from scratchformer.training.checkpoint import (
+    CheckpointInfo,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
@@ -330,12 +331,29 @@ class Trainer:
         return path
 
     def load(self, path: str | Path) -> int:
-        """Restore model, optimizer, RNGs and counters from a checkpoint; return its step."""
-        info = load_checkpoint(path, model=self.model, optimizer=self.optimizer)
-        state = info.extra.get("trainer", {})
+        """Restore model, optimizer, RNGs and counters from a checkpoint; return its step.
+        Nothing changes unless all of it, the counters included, reads and checks fine."""
+        counters: dict[str, Any] = {}
+
+        def check_counters(info: CheckpointInfo) -> None:
+            state = info.extra.get("trainer", {})
+            if not isinstance(state, Mapping):
+                raise ValueError(f"extra 'trainer' must be a mapping, got {state!r}")
+            tokens, elapsed = state.get("tokens_seen", 0), state.get("elapsed_s", 0.0)
+            if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+                raise ValueError(f"extra 'trainer.tokens_seen' must be an int >= 0, got "
+                                 f"{tokens!r}")
+            if (isinstance(elapsed, bool) or not isinstance(elapsed, (int, float))
+                    or not math.isfinite(elapsed) or elapsed < 0):
+                raise ValueError(f"extra 'trainer.elapsed_s' must be a finite number >= 0, got "
+                                 f"{elapsed!r}")
+            counters.update(tokens_seen=tokens, elapsed_s=float(elapsed))
+
+        info = load_checkpoint(path, model=self.model, optimizer=self.optimizer,
+                               check=check_counters)
         self.step = info.step
-        self.tokens_seen = state.get("tokens_seen", 0)
-        self.elapsed_s = state.get("elapsed_s", 0.0)
+        self.tokens_seen = counters["tokens_seen"]
+        self.elapsed_s = counters["elapsed_s"]
         return info.step
 
     # ------------------------------------------------------------------ the loop
