@@ -68,6 +68,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "sparse.quality": (
         "sparse_attention",
         "Dense vs block-sparse attention in a char GPT at the same budget: loss and tokens/s."),
+    "timeseries.ett": (
+        "timeseries",
+        "Time series as a language on ETT: tokenized GPT vs PatchTST, DLinear and baselines."),
 }
 """Every study: name -> (module under scratchformer.experiments, one-line description)."""
 
