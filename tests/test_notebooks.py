@@ -40,7 +40,8 @@ NEEDS_DATA = {"02_gpt_next_token"}  # trains a small BPE on Tiny Shakespeare
 def test_every_notebook_is_stored_executed_and_small() -> None:
     """Each notebook holds the outputs of a complete, error-free run and stays a few MB."""
     assert [p.name for p in NOTEBOOKS] == [
-        "01_core_components.ipynb", "02_gpt_next_token.ipynb", "03_deepseek_style.ipynb"]
+        "01_core_components.ipynb", "02_gpt_next_token.ipynb", "03_deepseek_style.ipynb",
+        "04_applications.ipynb"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
