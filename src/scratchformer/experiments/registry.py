@@ -44,7 +44,8 @@ CATALOG: dict[str, tuple[str, str]] = {
         "Dense vs MoE (top-1, top-2) vs DeepSeekMoE at equal active parameters; load balance."),
     "nli.snli": (
         "nli",
-        "NLI on SNLI: cross-sentence attention, pair encoder and GPT classifiers vs four baselines."),
+        "NLI on SNLI: cross-sentence attention, pair encoder and GPT classifiers vs four "
+        "baselines."),
     "norm.geometry": (
         "norm_geometry",
         "LayerNorm in 3-d: points, their projection on x+y+z=0, outputs on the circle of "
