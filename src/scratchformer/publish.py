@@ -1,7 +1,9 @@
 """Copy the figures and metrics of a full-profile run into ``docs/results/`` for the docs.
 
 ``python -m scratchformer.publish --results results/full --dest docs/results`` keeps only small
-files (PNG figures, metrics.json, Markdown tables) so the published set stays light.
+files (PNG figures, metrics.json, Markdown tables) so the published set stays light, plus the
+study's served model (its ``model/`` folder: safetensors, tokenizer, manifest) when it is small.
+Publishing one study's run leaves the other published studies in place; the index lists them all.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from pathlib import Path
 
 KEEP_SUFFIXES = {".png", ".json", ".md"}
 MAX_BYTES = 250_000
+MODEL_SUFFIXES = {".safetensors", ".json", ".md"}
+MAX_MODEL_BYTES = 8_000_000
+"""A served model is published whole or not at all, and only while it stays a few MB."""
 
 
 def publish(results: Path, dest: Path) -> list[Path]:
@@ -34,12 +39,27 @@ def publish(results: Path, dest: Path) -> list[Path]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, target)
                 copied.append(target)
-    write_index(results, dest)
+        copied += _publish_model(study_dir / "model", dest / study_dir.name / "model")
+    write_index(dest, dest)
     return copied
 
 
+def _publish_model(model: Path, target: Path) -> list[Path]:
+    """Copy a study's ``model/`` folder whole when it is small (else nothing), replacing the
+    published one so no file of an older model stays beside the new weights."""
+    files = sorted(p for p in model.glob("*") if p.is_file() and p.suffix in MODEL_SUFFIXES) \
+        if model.is_dir() else []
+    if not files or sum(p.stat().st_size for p in files) > MAX_MODEL_BYTES:
+        return []
+    if target.is_dir():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    return [Path(shutil.copy2(p, target / p.name)) for p in files]
+
+
 def write_index(results: Path, dest: Path) -> Path:
-    """``dest/README.md``: one row per published study with its profile, run time and figures."""
+    """``dest/README.md``: one row per study record under ``results`` with its profile, run time
+    and the figures present under ``dest``."""
     rows = ["# Published study results", "",
             "Full-profile records copied by `make publish` (`python -m scratchformer.publish`); "
             "each folder holds the study's `metrics.json` (config, seed, versions, metrics) and "
