@@ -32,6 +32,8 @@ DROPPED: dict[str, set[str]] = {
 ADDED: dict[str, dict[str, object]] = {
     "moe.shakespeare": {"beta2": 0.99, "device": "cpu"},
     "sparse.quality": {"device": "cpu"},
+    "nli.snli": {"mlm_epochs": 2.0, "mlm_rate": 0.15, "mlm_lr": 0.002, "ship": True,
+                 "curve_variants": []},
 }
 
 

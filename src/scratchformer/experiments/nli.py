@@ -1,4 +1,5 @@
-r"""Study ``nli.snli``: natural language inference on SNLI 1.0, transformers against baselines.
+r"""Studies ``nli.snli`` (natural language inference on SNLI 1.0, transformers against
+baselines) and ``nli.pretraining`` (the same with and without masked-word pretraining).
 
 Transformers, each trained from scratch on the same pairs (no pretrained vectors):
 
@@ -14,7 +15,10 @@ Transformers, each trained from scratch on the same pairs (no pretrained vectors
 
 Variants of the word-level models add ``+swap`` (training set augmented with every
 contradiction pair with its sentences exchanged, as contradiction is symmetric: an ablation at
-the same number of updates) or ``+moe`` (a mixture-of-experts FFN at equal active parameters).
+the same number of updates), ``+moe`` (a mixture-of-experts FFN at equal active parameters) or
+``+mlm`` (embedding and encoder first pretrained by masked-word prediction on the unlabelled
+training pairs, `scratchformer.models.mlm`; one pretraining per architecture, shared by the
+fine-tuning seeds).
 Block-sparse attention is not among them: SNLI sentences are shorter than one 64-token block,
 so its layout is dense, and its kernel takes no key-padding mask.
 
@@ -49,7 +53,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -99,6 +103,7 @@ from scratchformer.models.bow import BowLogisticRegression, MajorityClass
 from scratchformer.models.cross_attention import CrossAttentionConfig, CrossAttentionNLI
 from scratchformer.models.gpt import GPT, GPTConfig
 from scratchformer.models.gpt_classifier import GPTClassifier
+from scratchformer.models.mlm import MaskedWordModel, mask_words
 from scratchformer.models.nli import (
     load_classifier,
     predict_proba,
@@ -118,7 +123,7 @@ ATTENTIONS = ("dense", "block_sparse")
 FFNS = ("dense", "moe")
 INITS = ("scratch", "pretrained")
 WORD_ARCHS = ("cross_attention", "pair_encoder")
-WORD_OPTIONS = ("swap", "moe")
+WORD_OPTIONS = ("swap", "moe", "mlm")
 BASELINES = ("hypothesis_only_bow_lr", "pair_bow_lr", "word_pair_lr")
 BASELINE_KINDS = {"hypothesis_only_bow_lr": "hypothesis", "pair_bow_lr": "pair",
                   "word_pair_lr": "word_pair"}
@@ -165,7 +170,7 @@ class Config(TrainingConfig):
     moe_seeds: int = 1  # seeds of the "+moe" comparison rows (the first ones of the list)
     # Word-level transformers, each "arch[+option...]" with arch "cross_attention" |
     # "pair_encoder" and options "swap" (contradictions also with the sentences exchanged) |
-    # "moe" (mixture-of-experts FFN).
+    # "moe" (mixture-of-experts FFN) | "mlm" (masked-word pretraining first).
     word_variants: tuple[str, ...] = ("cross_attention", "cross_attention+swap",
                                       "pair_encoder")
     word_d_model: int = 64
@@ -180,6 +185,10 @@ class Config(TrainingConfig):
     word_batch: int = 64
     word_lr: float = 2e-3
     label_smoothing: float = 0.1
+    mlm_epochs: float = 2.0  # "+mlm": masked-word pretraining passes over the training pairs
+    mlm_rate: float = 0.15  # words chosen for prediction (80% [UNK], 10% random, 10% kept)
+    mlm_lr: float = 2e-3
+    ship: bool = True  # save the chosen variant under out/model for `scratchformer nli`
     evals_per_epoch: int = 1  # dev evaluations per epoch (the best one is kept)
     patience: int = 0  # stop after this many evaluations without a better dev score; 0 = never
     min_word_count: int = 1  # training-split occurrences for a word to get its own row
@@ -208,6 +217,7 @@ class Config(TrainingConfig):
     shakespeare_chars: int = 100_000  # of Tiny Shakespeare in the pretraining text; 0 = all
     baseline_epochs: int = 8
     curve_sizes: tuple[int, ...] = (500, 0)  # learning curve; 0 = all training pairs
+    curve_variants: tuple[str, ...] = ()  # word variants on the curve besides the chosen one
     latency_examples: int = 10  # batch-1 calls timed (and batch-32 calls, up to the test size)
     device: str = "cpu"
 
@@ -216,6 +226,8 @@ class Config(TrainingConfig):
         "cross_layers": positive, "encoder_layers": positive, "word_dropout": _probability,
         "block_dropout": _probability, "word_epochs": positive_real, "word_batch": positive,
         "word_lr": positive_real, "label_smoothing": _probability,
+        "mlm_epochs": positive_real, "mlm_rate": _probability,
+        "mlm_lr": positive_real,
         "evals_per_epoch": positive, "min_word_count": positive, "max_words": positive,
         "bpe_vocab": at_least(256 + len(SPECIAL_TOKENS)), "context_len": positive,
         "n_layers": positive, "dropout": _probability, "head_dropout": _probability,
@@ -236,7 +248,12 @@ class Config(TrainingConfig):
         for v in self.variants:
             parse_variant(v)
         for v in self.word_variants:
-            parse_word_variant(v)
+            if "mlm" in parse_word_variant(v)[1] and self.mlm_rate == 0:
+                raise ValueError(f"word variant {v!r} needs mlm_rate > 0")
+        for v in self.curve_variants:
+            if v not in self.word_variants:
+                raise ValueError(f"curve variant {v!r} is not among word_variants "
+                                 f"{self.word_variants}")
         if self.moe_top_k > self.moe_experts:
             raise ValueError(f"moe_top_k must be <= moe_experts={self.moe_experts}, "
                              f"got {self.moe_top_k}")
@@ -339,6 +356,9 @@ class Data:
     train: EncodedPairs | None = None
     dev: EncodedPairs | None = None
     test: EncodedPairs | None = None
+    # "+mlm" variants: (arch, moe) -> pretrained embedding/encoder weights and their record
+    pretrained: dict[tuple[str, bool], tuple[dict[str, Tensor], dict]] = field(
+        default_factory=dict)
 
     def gpt(self) -> tuple[BPETokenizer, EncodedPairs, EncodedPairs, EncodedPairs]:
         """The BPE tokenizer and splits (present when GPT variants are trained)."""
@@ -552,14 +572,93 @@ class BestOnDev:
                 trainer.should_stop = True
 
 
+PRETRAINED_PARTS = ("embed.", "encoder.", "norm.")  # what masked-word pretraining hands on
+
+
+def pretrain_masked_words(cfg: Config, arch: str, moe: bool, vocab_size: int, data: WordPairs,
+                          log_path: Path | None) -> tuple[dict[str, Tensor], dict]:
+    """Masked-word pretraining (`MaskedWordModel`) of a fresh ``arch`` model on the pairs of
+    ``data`` (their labels unread) for ``mlm_epochs`` passes; returns the embedding, encoder
+    and final-norm weights and a record with the masked-word loss and accuracy on ``data``."""
+    torch.manual_seed(cfg.seed)
+    model = word_model(cfg, arch, vocab_size, moe)
+    mlm = MaskedWordModel(model)
+    steps = max(cfg.min_steps, math.ceil(cfg.mlm_epochs * len(data) / cfg.word_batch))
+    pairs = word_pair_batches(data, cfg.word_batch, steps, cfg.seed)
+    moe_layers = model.moe_layers()
+
+    def batches(step: int, micro: int, gen: torch.Generator) -> tuple:
+        """The scheduled pairs, corrupted, and the chosen words (drawn afresh every step)."""
+        p, h, _, n_tokens = pairs(step, micro, gen)
+        (p_in, p_gold), (h_in, h_gold) = (mask_words(t, vocab_size, cfg.mlm_rate, gen)
+                                          for t in (p, h))
+        return p_in, h_in, (p_gold, h_gold), n_tokens
+
+    def loss_fn(m: nn.Module, batch: Any) -> tuple[Tensor, int]:
+        """Mean cross-entropy of the chosen words (plus an MoE FFN's balancing terms)."""
+        p_in, h_in, gold, n_tokens = batch
+        loss, _ = m(p_in, h_in, gold)
+        if moe_layers:
+            loss = loss + moe_loss(moe_layers, 0.01, 0.0)
+        return loss, n_tokens
+
+    tcfg = schedule(cfg, steps, cfg.mlm_lr)
+    result = train(mlm, tcfg, batches, loss_fn=loss_fn, log_path=log_path)
+    mlm.eval()
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    correct = total = 0
+    with torch.no_grad():
+        for start in range(0, min(len(data), 4096), 256):
+            idx = range(start, min(start + 256, len(data)))
+            p = pad_rows([data.premises[i] for i in idx])
+            h = pad_rows([data.hypotheses[i] for i in idx])
+            (p_in, p_gold), (h_in, h_gold) = (mask_words(t, vocab_size, cfg.mlm_rate, gen)
+                                              for t in (p, h))
+            feats, gold = mlm.states(p_in, h_in, (p_gold, h_gold))
+            correct += int((mlm.logits(feats).argmax(-1) == gold).sum())
+            total += int(gold.numel())
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()
+             if k.startswith(PRETRAINED_PARTS)}
+    return state, {"steps": steps, "train_s": result.train_s,
+                   "tokens_per_s": result.tokens_per_s,
+                   "final_loss": result.history[-1]["loss"],
+                   "masked_word_accuracy_train": correct / max(total, 1),
+                   "head_parameters": sum(p.numel() for n, p in mlm.named_parameters()
+                                          if not n.startswith("model."))}
+
+
+def pretrained_weights(cfg: Config, data: Data, variant: str, out: Path | None
+                       ) -> tuple[dict[str, Tensor], dict] | None:
+    """The masked-word pretraining a "+mlm" ``variant`` starts from (run once per
+    architecture on all the training pairs, then reused); None for other variants."""
+    arch, options = parse_word_variant(variant)
+    if "mlm" not in options:
+        return None
+    key = (arch, "moe" in options)
+    if key not in data.pretrained:
+        log = None if out is None else out / f"pretrain_log_mlm_{arch}{'_moe' * key[1]}.jsonl"
+        data.pretrained[key] = pretrain_masked_words(cfg, arch, key[1], data.vocab.vocab_size,
+                                                     data.words_train, log)
+    return data.pretrained[key]
+
+
 def train_word_model(cfg: Config, variant: str, vocab_size: int, data: WordPairs,
-                     dev: WordPairs, seed: int, log_path: Path | None
-                     ) -> tuple[WordModel, dict]:
+                     dev: WordPairs, seed: int, log_path: Path | None,
+                     pretrained: dict[str, Tensor] | None = None) -> tuple[WordModel, dict]:
     """One word-level model of ``variant`` trained on ``data`` with ``seed``, evaluated on
-    ``dev`` ``evals_per_epoch`` times an epoch and returned at its best dev evaluation."""
+    ``dev`` ``evals_per_epoch`` times an epoch and returned at its best dev evaluation.
+    ``pretrained`` (a "+mlm" variant) replaces the fresh embedding, encoder and norm."""
     arch, options = parse_word_variant(variant)
     torch.manual_seed(seed)
     model = word_model(cfg, arch, vocab_size, "moe" in options)
+    if "mlm" in options:
+        if pretrained is None:
+            raise ValueError(f"word variant {variant!r} needs pretrained weights")
+        missing = [k for k in model.state_dict() if k.startswith(PRETRAINED_PARTS)
+                   and k not in pretrained]
+        if missing:
+            raise ValueError(f"pretrained weights lack {missing[:3]}")
+        model.load_state_dict(pretrained, strict=False)
     steps_per_epoch = math.ceil(len(data) / cfg.word_batch)
     steps = max(cfg.min_steps, math.ceil(cfg.word_epochs * steps_per_epoch))
     pairs = data.with_swapped(LABELS.index("contradiction")) if "swap" in options else data
@@ -704,9 +803,11 @@ def _word_rows(cfg: Config, data: Data, out: Path, results: dict[str, dict]
         dev_probs = []
         for seed in cfg.seed_list(variant):
             tag = variant.replace("+", "_")
+            pre = pretrained_weights(cfg, data, variant, out)
             model, info = train_word_model(cfg, variant, data.vocab.vocab_size,
                                            data.words_train, data.words_dev, seed,
-                                           out / f"train_log_{tag}_seed{seed}.jsonl")
+                                           out / f"train_log_{tag}_seed{seed}.jsonl",
+                                           None if pre is None else pre[0])
             probs = predict_word_pairs(model, data.words_test.premises,
                                        data.words_test.hypotheses)
             dprobs = predict_word_pairs(model, data.words_dev.premises,
@@ -730,6 +831,7 @@ def _word_rows(cfg: Config, data: Data, out: Path, results: dict[str, dict]
                       "steps": runs[0]["train"]["steps"],
                       "peak_memory_bytes": max(r["train"]["peak_memory_bytes"] for r in runs)},
             "latency": word_latency(first, data.words_test, cfg.latency_examples),
+            **({"pretraining": pre[1]} if pre is not None else {}),
             "_dev_probs": dev_probs,
         }
     return models, test_probs
@@ -801,7 +903,8 @@ def run(cfg: Config, out: Path) -> dict:
                 "dev_accuracy": accuracy(dev_probs, data.words_dev.labels),
                 "seeds": results[best]["seeds"], "members": len(test_probs[best]),
                 "parameters_total": len(test_probs[best]) * results[best]["parameters_total"]}
-        shipped = _ship(cfg, data, out, best, word_models, gpt_models, results)
+        shipped = _ship(cfg, data, out, best, word_models, gpt_models, results) \
+            if cfg.ship else {}
         lap("ship_s")
         curve = _learning_curve(cfg, data, best, baseline, lms, results)
         lap("learning_curve_s")
@@ -838,6 +941,39 @@ def run(cfg: Config, out: Path) -> dict:
                                     for n, r in results.items() if r["kind"] == "transformer"
                                     and r.get("train", {}).get("tokens_per_s")]},
             "learning_curve": curve, "shipped_model": shipped, "timings_s": timings}
+
+
+@dataclass
+class PretrainingConfig(Config):
+    """Study ``nli.pretraining``: the same pipeline, data, baselines and fine-tuning on the
+    cross-attention model with and without ``+mlm`` (masked-word pretraining of its embedding,
+    encoder and alignment on the training pairs' sentences, labels unread), same seeds and
+    dev-based selection; the learning curve shows both at fewer labelled pairs, where
+    pretraining on the unlabelled text should matter most. Nothing is shipped (``nli.snli``
+    serves the CLI model). Quick profile: a smoke run on 1,000 pairs, one seed."""
+
+    train_size: int = 1000
+    eval_size: int = 300
+    seeds: int = 1
+    word_variants: tuple[str, ...] = ("cross_attention", "cross_attention+mlm")
+    word_epochs: float = 2.0
+    mlm_epochs: float = 1.0
+    min_steps: int = 30
+    variants: tuple[str, ...] = ()
+    curve_sizes: tuple[int, ...] = (0,)
+    curve_variants: tuple[str, ...] = ("cross_attention", "cross_attention+mlm")
+    ship: bool = False
+
+
+PRETRAINING_FULL = {"train_size": 0, "eval_size": 0, "seeds": 3, "word_epochs": 4.0,
+                    "mlm_epochs": 3.0, "min_steps": 100, "curve_sizes": (1000, 5000, 0),
+                    "latency_examples": 100, "threads": 1}
+
+
+@register("nli.pretraining", PretrainingConfig, full=PRETRAINING_FULL)
+def run_pretraining(cfg: PretrainingConfig, out: Path) -> dict:
+    """Cross-attention NLI with and without masked-word pretraining, against the baselines."""
+    return run(cfg, out)
 
 
 def _ship(cfg: Config, data: Data, out: Path, best: str,
@@ -881,22 +1017,22 @@ def _summary(cfg: Config, results: dict[str, dict], best: str, baseline: str,
         - results["hypothesis_only_bow_lr"]["accuracy"],
         "target_accuracy_0.70_met": top["accuracy"] >= 0.70,
         "target_5_points_over_pair_bow_lr_met": top["accuracy"] - pair["accuracy"] >= 0.05,
-        "shipped_example_label": shipped["example"]["label"],
+        "shipped_example_label": shipped["example"]["label"] if shipped else None,
     }
     if ensemble is not None:
         out["ensemble"] = ensemble
         out["ensemble_test_accuracy"] = results[ensemble]["accuracy"]
-    ablations = {}
-    for variant in cfg.word_variants:
-        arch, options = parse_word_variant(variant)
-        if "swap" in options:
-            plain = "+".join([arch, *sorted(options - {"swap"})])
-            if plain in results:
+    for option, key in (("swap", "swap_augmentation"), ("mlm", "mlm_pretraining")):
+        ablations = {}
+        for variant in cfg.word_variants:
+            arch, options = parse_word_variant(variant)
+            plain = "+".join([arch, *sorted(options - {option})])
+            if option in options and plain in results:
                 ablations[variant] = {
                     "without": plain, "test_delta": results[variant]["accuracy"]
                     - results[plain]["accuracy"],
                     "dev_delta": results[variant]["dev_accuracy"] - results[plain]["dev_accuracy"]}
-    out["swap_augmentation"] = ablations
+        out[key] = ablations
     return out
 
 
@@ -907,28 +1043,34 @@ def _learning_curve(cfg: Config, data: Data, best: str, baseline: str, lms: Pret
 
     The point at the whole training set is the main run's first seed (same seed and settings),
     not trained again. A pretrained GPT reuses its language model, which read the unlabelled
-    sentences of the whole training set, so small sizes there measure labelled data only."""
+    sentences of the whole training set, so small sizes there measure labelled data only; so
+    does a "+mlm" word model's masked-word pretraining. ``curve_variants`` join the curve."""
     n_train = len(data.train_pairs)
     sizes = sorted({n_train if s == 0 else min(s, n_train) for s in cfg.curve_sizes})
     test_pairs = [(p.premise, p.hypothesis) for p in data.test_pairs]
+    models = [best, *(v for v in cfg.curve_variants if v != best)]
     curve: dict = {"sizes": sizes, "transformer": best, "baseline": baseline,
-                   "seed": cfg.seed, best: [], baseline: []}
+                   "others": models[1:], "seed": cfg.seed, baseline: [],
+                   **{m: [] for m in models}}
     for n in sizes:
         if n == n_train:
-            curve[best].append(results[best]["accuracy_seeds"][0])
-            curve[baseline].append(results[baseline]["accuracy_seeds"][0])
+            for m in (*models, baseline):
+                curve[m].append(results[m]["accuracy_seeds"][0])
             continue
-        if results[best]["arch"] == "gpt":
-            tok, train_ids, _, test_ids = data.gpt()
-            model, _ = _train_variant(cfg, data, train_ids.head(n), parse_variant(
-                {variant_name(*parse_variant(v)): v for v in cfg.variants}[best]), lms, None)
-            probs = predict_proba(model, test_ids.ids, tok.special_tokens[PAD])
-        else:
-            word, _ = train_word_model(cfg, best, data.vocab.vocab_size,
-                                       data.words_train.head(n), data.words_dev, cfg.seed, None)
-            probs = predict_word_pairs(word, data.words_test.premises,
-                                       data.words_test.hypotheses)
-        curve[best].append(accuracy(probs, data.words_test.labels))
+        for m in models:
+            if results[m]["arch"] == "gpt":
+                tok, train_ids, _, test_ids = data.gpt()
+                model, _ = _train_variant(cfg, data, train_ids.head(n), parse_variant(
+                    {variant_name(*parse_variant(v)): v for v in cfg.variants}[m]), lms, None)
+                probs = predict_proba(model, test_ids.ids, tok.special_tokens[PAD])
+            else:
+                pre = pretrained_weights(cfg, data, m, None)  # on all training sentences
+                word, _ = train_word_model(cfg, m, data.vocab.vocab_size,
+                                           data.words_train.head(n), data.words_dev, cfg.seed,
+                                           None, None if pre is None else pre[0])
+                probs = predict_word_pairs(word, data.words_test.premises,
+                                           data.words_test.hypotheses)
+            curve[m].append(accuracy(probs, data.words_test.labels))
         bow = _fit_baseline(cfg, baseline, data.train_pairs[:n], cfg.seed)
         curve[baseline].append(scores(bow.predict(test_pairs), data.words_test.labels)["accuracy"])
     return curve
@@ -965,7 +1107,7 @@ def _plot_confusions(results: dict[str, dict], out: Path) -> Path:
 def _plot_curve(curve: dict, best: str, baseline: str, out: Path) -> Path:
     """Test accuracy against the number of training pairs (log scale)."""
     fig, ax = new_figure(5.0, 3.6)
-    for key in (best, baseline):
+    for key in (best, *curve.get("others", ()), baseline):
         ax.plot(curve["sizes"], curve[key], marker="o", label=key)
     ax.set_xscale("log")
     ax.set_xlabel("training pairs")

@@ -46,6 +46,9 @@ CATALOG: dict[str, tuple[str, str]] = {
         "nli",
         "NLI on SNLI: cross-sentence attention, pair encoder and GPT classifiers vs four "
         "baselines."),
+    "nli.pretraining": (
+        "nli",
+        "NLI on SNLI: cross-sentence attention with and without masked-word pretraining."),
     "norm.geometry": (
         "norm_geometry",
         "LayerNorm in 3-d: points, their projection on x+y+z=0, outputs on the circle of "

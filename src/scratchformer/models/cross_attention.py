@@ -106,14 +106,29 @@ class CrossAttentionNLI(nn.Module):
                                                               float("-inf")), -1) @ a
         return a_tilde, b_tilde, e
 
-    def forward(self, premise: Tensor, hypothesis: Tensor) -> Tensor:
-        """Class logits (B, num_classes) of right-padded premise/hypothesis ids (0 = pad)."""
+    def encode(self, premise: Tensor, hypothesis: Tensor) -> tuple[Tensor, Tensor]:
+        """Contextual states (B, Lp, d), (B, Lh, d) of each sentence, before the alignment."""
         check_pair_ids(premise, hypothesis, self.config.max_len)
         a_mask, b_mask = premise != 0, hypothesis != 0
         a = self.embed(premise, match_flags(premise, hypothesis))
         b = self.embed(hypothesis, match_flags(hypothesis, premise))
         a, b = self._run(self.encoder, a, b, a_mask, b_mask)
-        a, b = self.norm(a), self.norm(b)
+        return self.norm(a), self.norm(b)
+
+    def alignment(self, premise: Tensor, hypothesis: Tensor) -> tuple[Tensor, Tensor]:
+        """The soft-alignment weights: (B, Lp, Lh), how each premise word spreads over the
+        hypothesis (rows sum to 1 over its real words), and (B, Lh, Lp) the other way."""
+        a, b = self.encode(premise, hypothesis)
+        _, _, e = self.align(a, b, premise != 0, hypothesis != 0)
+        p2h = torch.softmax(e.masked_fill((hypothesis == 0)[:, None, :], float("-inf")), -1)
+        h2p = torch.softmax(e.transpose(1, 2).masked_fill((premise == 0)[:, None, :],
+                                                          float("-inf")), -1)
+        return p2h, h2p
+
+    def forward(self, premise: Tensor, hypothesis: Tensor) -> Tensor:
+        """Class logits (B, num_classes) of right-padded premise/hypothesis ids (0 = pad)."""
+        a, b = self.encode(premise, hypothesis)
+        a_mask, b_mask = premise != 0, hypothesis != 0
         a_tilde, b_tilde, _ = self.align(a, b, a_mask, b_mask)
         m_a = self.compare(torch.cat([a, a_tilde, a - a_tilde, a * a_tilde], -1))
         m_b = self.compare(torch.cat([b, b_tilde, b - b_tilde, b * b_tilde], -1))

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from scratchformer.viz.figures import new_figure
 
-__all__ = ["attention_grid", "stack_maps"]
+__all__ = ["alignment_figure", "attention_grid", "stack_maps"]
 
 
 def stack_maps(maps: Sequence[Tensor] | Tensor, index: int = 0) -> np.ndarray:
@@ -79,6 +79,31 @@ def attention_grid(
     axes[-1, 0].set_xlabel("key (attended to)", fontsize=8)
     axes[-1, 0].set_ylabel("query", fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def alignment_figure(p2h: np.ndarray | Tensor, h2p: np.ndarray | Tensor, premise: Sequence[str],
+                     hypothesis: Sequence[str], *, title: str | None = None):
+    """Two heatmaps of a sentence pair's soft alignment: each premise word's weights over the
+    hypothesis words (Lp, Lh) and each hypothesis word's over the premise (Lh, Lp)."""
+    a, b = (x.detach().float().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+            for x in (p2h, h2p))
+    lp, lh = len(premise), len(hypothesis)
+    if a.shape != (lp, lh) or b.shape != (lh, lp):
+        raise ValueError(f"alignments must be ({lp}, {lh}) and ({lh}, {lp}) for the given "
+                         f"words, got {a.shape} and {b.shape}")
+    fig, axes = new_figure(0.45 * (lh + lp) + 3.0, 0.45 * max(lp, lh) + 1.6, ncols=2)
+    panels = ((a, premise, hypothesis, "premise word → hypothesis"),
+              (b, hypothesis, premise, "hypothesis word → premise"))
+    image = None
+    for ax, (w, rows, cols, name) in zip(axes, panels, strict=True):
+        image = ax.imshow(w, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(rows)), rows, fontsize=8)
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(image, ax=list(axes), shrink=0.7, label="alignment weight")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
