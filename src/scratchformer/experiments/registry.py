@@ -26,6 +26,10 @@ CATALOG: dict[str, tuple[str, str]] = {
     "attention.sdpa_match": (
         "attention",
         "Our attention (derived backward) vs torch SDPA: outputs, gradients, float32 error."),
+    "code.finetune": (
+        "code_finetune",
+        "GPT on Python source: English-pretrained vs scratch vs LoRA, in bits/byte vs lzma and "
+        "n-gram."),
     "feedforward.gradient_flow": (
         "feedforward",
         "GELU vs ReLU in deep FFN stacks: per-layer gradient norms, dead units, training."),
@@ -39,6 +43,9 @@ CATALOG: dict[str, tuple[str, str]] = {
     "lowrank.approximation": (
         "lowrank",
         "Truncated SVD vs Nyström vs Linformer on a trained char GPT's attention maps."),
+    "molecules.moleculenet": (
+        "molecules",
+        "Graph transformer on ESOL, FreeSolv, Lipophilicity: ablations, RF and MPNN baselines."),
     "moe.shakespeare": (
         "moe",
         "Dense vs MoE (top-1, top-2) vs DeepSeekMoE at equal active parameters; load balance."),
