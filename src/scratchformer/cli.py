@@ -319,6 +319,134 @@ def _cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    """``scratchformer train --text PATH...``: train or fine-tune (``--init``, ``--lora``) a GPT
+    on UTF-8 text; checkpoints, tokenizer and log go to ``--out``."""
+    from scratchformer.text_training import RunOptions, TextRunError, run_text_training
+    from scratchformer.training.checkpoint import CheckpointError
+
+    options = RunOptions(
+        text=args.text or [], out=args.out, preset=args.preset, init=args.init, lora=args.lora,
+        lora_alpha=args.lora_alpha, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        eval_every=args.eval_every, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+        threads=args.threads, resume=args.resume, progress=not args.quiet)
+    if not options.text and not options.resume:
+        raise CLIError("--text: give at least one file or folder")
+    try:
+        run_text_training(options)
+    except (TextRunError, CheckpointError) as e:
+        raise CLIError(str(e)) from None
+    except KeyboardInterrupt:
+        print(f"scratchformer: interrupted; continue from the last checkpoint with "
+              f"'scratchformer train --out {args.out} --resume'", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    tr = sub.add_parser("train", help="train or fine-tune a GPT on your own UTF-8 text")
+    tr.add_argument("--text", nargs="+", metavar="PATH",
+                    help="UTF-8 files or folders (searched recursively for text files)")
+    tr.add_argument("--out", default="out-text", help="run folder (default: %(default)s)")
+    tr.add_argument("--preset", choices=("tiny", "small"), default=None,
+                    help="model size and training settings (default: small; with --init "
+                         "the model is --init's and only the training settings apply)")
+    tr.add_argument("--init", metavar="FOLDER", help="fine-tune the model of this train folder")
+    tr.add_argument("--lora", type=int, metavar="RANK",
+                    help="with --init: train only LoRA adapters of this rank")
+    tr.add_argument("--lora-alpha", type=float, help="LoRA scale numerator (default: RANK)")
+    tr.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    tr.add_argument("--batch-size", type=int, help="sequences per step (default: the preset's)")
+    tr.add_argument("--lr", type=float, help="peak learning rate (default: the preset's)")
+    tr.add_argument("--eval-every", type=int, help="validate and checkpoint every N steps")
+    tr.add_argument("--tokenizer", choices=("byte", "bpe"), default=None,
+                    help="byte (default) or a byte-level BPE trained on the training text")
+    tr.add_argument("--vocab-size", type=int, help="BPE vocabulary (default: the preset's)")
+    tr.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share held out for validation (default: %(default)s)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
+    tr.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(fn=_cmd_train)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    """``scratchformer generate --checkpoint DIR --prompt TEXT``: stream a continuation."""
+    from scratchformer.text_generation import GenerateOptions, generate_text
+    from scratchformer.text_training import TextRunError
+    from scratchformer.training.checkpoint import CheckpointError
+
+    options = GenerateOptions(args.checkpoint, args.prompt, args.max_new_tokens,
+                              args.temperature, args.top_k, args.top_p, args.seed)
+    try:
+        options.check()
+        generate_text(options, lambda piece: print(piece, end="", flush=True))
+    except (ValueError, TypeError, TextRunError, CheckpointError) as e:
+        raise CLIError(_one_line(e)) from None
+    print()
+    return 0
+
+
+def _add_generate_parser(sub: argparse._SubParsersAction) -> None:
+    gp = sub.add_parser("generate", help="continue a prompt with a 'scratchformer train' model")
+    gp.add_argument("--checkpoint", required=True, metavar="DIR",
+                    help="a 'scratchformer train' folder (its latest checkpoint) or a step_N")
+    gp.add_argument("--prompt", required=True, help="the text to continue")
+    gp.add_argument("--max-new-tokens", type=int, default=200, help="(default: %(default)s)")
+    gp.add_argument("--temperature", type=float, default=1.0,
+                    help="0: greedy; <1 sharper, >1 flatter (default: %(default)s)")
+    gp.add_argument("--top-k", type=int, help="sample among the K most likely tokens")
+    gp.add_argument("--top-p", type=float, help="sample within probability mass P, in (0, 1]")
+    gp.add_argument("--seed", type=int, help="sampling seed (default: a fresh one each run)")
+    gp.set_defaults(fn=_cmd_generate)
+
+
+def _cmd_molecule(args: argparse.Namespace) -> int:
+    """``scratchformer molecule predict SMILES [--task T] [--explain out.png]``: the graph
+    transformer's prediction with its unit; ``--explain`` draws the read-out attention."""
+    from scratchformer.data.moleculenet import TASKS
+    from scratchformer.models.molecule_predictor import default_model_dir, load_predictor
+    from scratchformer.viz.molecules import draw_attention
+
+    try:
+        pred = load_predictor(Path(args.checkpoint or default_model_dir()), args.task)
+        value = pred.predict(args.smiles)
+        if args.explain:
+            png = draw_attention(args.smiles, pred.readout_attention(args.smiles),
+                                 legend=f"{value:.2f} {pred.unit}")
+            out = Path(args.explain)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(png)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"scratchformer: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    task = TASKS[args.task]
+    print(f"{task.title} ({task.quantity}): {value:.3f} {task.unit}")
+    if args.explain:
+        print(f"# attention drawing written to {args.explain}")
+    return 0
+
+
+def _add_molecule_parser(sub: argparse._SubParsersAction) -> None:
+    mp = sub.add_parser("molecule", help="predict molecular properties with the graph "
+                                         "transformer (MoleculeNet models)")
+    msub = mp.add_subparsers(dest="action", required=True)
+    pr = msub.add_parser("predict", help="predict a property of one SMILES")
+    pr.add_argument("smiles", metavar="SMILES", help="the molecule, e.g. 'CCO'")
+    pr.add_argument("--task", choices=["esol", "freesolv", "lipo"], default="esol",
+                    help="esol: log solubility, freesolv: hydration free energy, lipo: logD "
+                         "(default: %(default)s)")
+    pr.add_argument("--checkpoint", default=None,
+                    help="folder with <task>.safetensors and <task>.json (default: the "
+                         "published docs/results/molecules.moleculenet/model)")
+    pr.add_argument("--explain", metavar="OUT.png",
+                    help="draw the molecule with atoms shaded by the read-out token's attention")
+    pr.set_defaults(fn=_cmd_molecule)
+
+
 def _add_tokenizer_parser(sub: argparse._SubParsersAction) -> None:
     tp = sub.add_parser("tokenizer", help="train, or encode/decode with, a byte-level BPE")
     tsub = tp.add_subparsers(dest="action", required=True)
@@ -366,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(fn=_cmd_report)
 
     _add_tokenizer_parser(sub)
+    _add_train_parser(sub)
+    _add_generate_parser(sub)
 
     nli = sub.add_parser("nli", help="classify premise/hypothesis pairs with the NLI model")
     nli.add_argument("premise", nargs="?", help="the premise (with HYPOTHESIS; or use --input)")
@@ -389,6 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
     fc.add_argument("--out", default="forecast.png", help="PNG to write (default: %(default)s)")
     fc.set_defaults(fn=_cmd_forecast)
+    _add_molecule_parser(sub)
     return p
 
 

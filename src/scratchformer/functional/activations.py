@@ -85,12 +85,28 @@ def gelu(x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
     """
     _check_tensor(x)
     approximate = check_choice("approximate", approximate, _APPROXIMATIONS)
+    if not (x.requires_grad and torch.is_grad_enabled()):  # inference: the forward alone
+        return _gelu_forward(x, approximate)[0]
     return GeluFunction.apply(x, approximate)
 
 
 def _scalar(like: torch.Tensor, value: float) -> torch.Tensor:
     """A 0-d tensor on ``like``'s device and dtype: lets ``addcmul`` add a constant in its pass."""
     return torch.full((), value, dtype=like.dtype, device=like.device)
+
+
+def _gelu_forward(x: torch.Tensor, approximate: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """GELU(x) and its gate g(x) (GELU = x·g), without autograd: the forward of `GeluFunction`."""
+    # GELU(x) rounds to −0 for x < −40 anyway; clamping at −100 fixes GELU(−∞) = −∞·0.
+    y = x.clamp_min(-_TAIL)
+    if approximate == "none":
+        gate = torch.mul(y, -_INV_SQRT_2).erfc_().mul_(0.5)  # Φ(x) = ½·erfc(−x/√2)
+    else:
+        # 2u = x·(2c + 2ca·x²) with c = √(2/π): the bracket in one addcmul pass.
+        c2 = 2.0 * _SQRT_2_OVER_PI
+        gate = torch.addcmul(_scalar(y, c2), y, y, value=c2 * GELU_TANH_COEFF)
+        gate.mul_(y).sigmoid_()  # s = σ(2u) = ½(1 + tanh u)
+    return y.mul_(gate), gate
 
 
 class GeluFunction(torch.autograd.Function):
@@ -105,18 +121,10 @@ class GeluFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, approximate: str) -> torch.Tensor:
-        # GELU(x) rounds to −0 for x < −40 anyway; clamping at −100 fixes GELU(−∞) = −∞·0.
-        y = x.clamp_min(-_TAIL)
-        if approximate == "none":
-            gate = torch.mul(y, -_INV_SQRT_2).erfc_().mul_(0.5)  # Φ(x) = ½·erfc(−x/√2)
-        else:
-            # 2u = x·(2c + 2ca·x²) with c = √(2/π): the bracket in one addcmul pass.
-            c2 = 2.0 * _SQRT_2_OVER_PI
-            gate = torch.addcmul(_scalar(y, c2), y, y, value=c2 * GELU_TANH_COEFF)
-            gate.mul_(y).sigmoid_()  # s = σ(2u) = ½(1 + tanh u)
+        y, gate = _gelu_forward(x, approximate)
         ctx.save_for_backward(x, gate)
         ctx.approximate = approximate
-        return y.mul_(gate)
+        return y
 
     @staticmethod
     @once_differentiable

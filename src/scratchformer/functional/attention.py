@@ -40,10 +40,12 @@ from scratchformer.validation import check_probability
 
 __all__ = [
     "AttentionFunction",
+    "attention_forward",
     "attention_weights",
     "attention_with_derived_backward",
     "masked_softmax",
     "scaled_dot_product_attention",
+    "single_query_attention",
 ]
 
 
@@ -90,6 +92,50 @@ def _scores(
     return scores + attn_mask
 
 
+def attention_forward(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    scale: float,
+    attn_mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A V, A)`` with ``A = softmax(scale·QKᵀ + M)``, without autograd or argument checks.
+
+    The forward pass of `AttentionFunction`, also the inference path (no gradient needed):
+    arguments must already be valid (a float mask in the query dtype). The scores are the only
+    L×S buffer; masking and the softmax are done in it, in place.
+    """
+    # Scale the L×E queries rather than the L×S scores, then mask and softmax in place.
+    scores = torch.matmul(query * scale, key.transpose(-2, -1))
+    if attn_mask is not None:
+        in_place = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
+        if attn_mask.dtype == torch.bool and in_place:
+            scores.masked_fill_(~attn_mask, float("-inf"))
+        elif attn_mask.dtype == torch.bool:  # v's batch axes enlarge the mask: broadcast
+            scores = torch.where(attn_mask, scores, float("-inf"))
+        else:
+            scores = scores.add_(attn_mask) if in_place else scores + attn_mask
+    weights = _softmax_rows_(scores)
+    return torch.matmul(weights, value), weights
+
+
+def single_query_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """Unmasked attention of one query per row, ``(..., 1, E)`` over ``(..., S >= 1, E)``,
+    for inference (no autograd, no checks): one decoding step of a KV-cached decoder.
+
+    The same function as `attention_forward` with fewer passes: with a single query and no mask
+    no row can be fully masked, so the softmax needs no guards, and the normalisation divides
+    the (..., 1, Ev) output instead of the (..., 1, S) weights: softmax(s)·V = (e·V) / Σe with
+    e = exp(scale·(s − max s)) (shifting by the unscaled maximum is the same, as scale > 0).
+    """
+    scores = torch.matmul(query, key.transpose(-2, -1))
+    scores.sub_(scores.amax(dim=-1, keepdim=True)).mul_(scale).exp_()
+    total = scores.sum(dim=-1, keepdim=True)
+    return torch.matmul(scores, value).div_(total)
+
+
 class AttentionFunction(torch.autograd.Function):
     """Attention ``softmax(scale·QKᵀ + M) V`` whose backward is the hand-derived one.
 
@@ -106,18 +152,7 @@ class AttentionFunction(torch.autograd.Function):
         scale: float,
         attn_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        # Scale the L×E queries rather than the L×S scores, then mask and softmax in place.
-        scores = torch.matmul(query * scale, key.transpose(-2, -1))
-        if attn_mask is not None:
-            in_place = torch.broadcast_shapes(attn_mask.shape, scores.shape) == scores.shape
-            if attn_mask.dtype == torch.bool and in_place:
-                scores.masked_fill_(~attn_mask, float("-inf"))
-            elif attn_mask.dtype == torch.bool:  # v's batch axes enlarge the mask: broadcast
-                scores = torch.where(attn_mask, scores, float("-inf"))
-            else:
-                scores = scores.add_(attn_mask) if in_place else scores + attn_mask
-        weights = _softmax_rows_(scores)
-        out = torch.matmul(weights, value)
+        out, weights = attention_forward(query, key, value, scale, attn_mask)
         ctx.save_for_backward(query, key, value, weights)
         ctx.scale = scale
         ctx.mask_shape = None if attn_mask is None else attn_mask.shape
@@ -195,6 +230,8 @@ def scaled_dot_product_attention(
     if dropout_p == 0.0 or not training:
         if is_causal and min(query.shape[-2], key.shape[-2]) > 0:
             return _causal_apply(query, key, value, scale)
+        if not (torch.is_grad_enabled() and _any_requires_grad(query, key, value, attn_mask)):
+            return attention_forward(query, key, value, scale, attn_mask)[0]  # inference
         return AttentionFunction.apply(query, key, value, scale, attn_mask)
     weights = masked_softmax(_scores(query, key, scale, attn_mask))
     weights = torch.nn.functional.dropout(weights, p=dropout_p, training=True)
@@ -221,6 +258,11 @@ def attention_weights(
         query, key, dummy_value, attn_mask, is_causal, scale, enable_gqa
     )
     return masked_softmax(_scores(query, key, scale, attn_mask))
+
+
+def _any_requires_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether a gradient would flow to any of ``tensors`` (None entries ignored)."""
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 # --- argument checking -------------------------------------------------------------------------

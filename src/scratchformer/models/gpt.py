@@ -297,7 +297,8 @@ class GPT(nn.Module):
     def embed(self, idx: Tensor, offset: int = 0) -> Tensor:
         """Token embeddings plus positions ``offset .. offset + T - 1``: (B, T) -> (B, T, d)."""
         self._check_idx(idx, offset)
-        return self.drop(self.pos_emb(self.tok_emb(idx), offset))
+        x = self.pos_emb(self.tok_emb(idx), offset)
+        return self.drop(x) if self.training and self.drop.p > 0 else x
 
     def hidden_states(self, idx: Tensor, kv_cache: KVCache | None = None) -> Tensor:
         """The final-norm hidden states (B, T, d_model) of token ids ``idx`` (B, T).

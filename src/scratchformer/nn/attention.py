@@ -22,7 +22,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from scratchformer.functional.attention import attention_weights, scaled_dot_product_attention
+from scratchformer.functional._checks import resolve_scale
+from scratchformer.functional.attention import (
+    attention_forward,
+    attention_weights,
+    scaled_dot_product_attention,
+    single_query_attention,
+)
 from scratchformer.functional.linear import affine
 from scratchformer.functional.sparse import SparsePattern, block_sparse_attention, layout_to_mask
 from scratchformer.nn.kv_cache import LayerKVCache, decode_causal_mask
@@ -72,7 +78,18 @@ def check_backend(backend: object, name: str = "backend") -> str:
 @register_attention_kernel("scratch")
 def _scratch_kernel(module: nn.Module, q: Tensor, k: Tensor, v: Tensor, *,
                     attn_mask: Tensor | None, dropout_p: float, is_causal: bool) -> Tensor:
-    """Our kernel: `scaled_dot_product_attention` with its derived backward."""
+    """Our kernel: `scaled_dot_product_attention` with its derived backward.
+
+    Unmasked inference (a decoding step with a KV cache) skips autograd and the per-call
+    argument checks (the module built q, k, v itself): one query per row goes to
+    `single_query_attention`, more to `attention_forward`, the forward pass of the general path.
+    """
+    if (attn_mask is None and not is_causal and not torch.is_grad_enabled()
+            and (dropout_p == 0.0 or not module.training) and k.shape[-2] > 0):
+        scale = resolve_scale(None, q)
+        if q.shape[-2] == 1:
+            return single_query_attention(q, k, v, scale)
+        return attention_forward(q, k, v, scale, None)[0]
     return scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
                                         is_causal=is_causal)
 
@@ -179,9 +196,15 @@ class MultiHeadAttention(nn.Module):
         """Q, K, V of self-attention from one matrix product with ``[W_q | W_k | W_v]``.
 
         The parameters stay separate; concatenating them (3·d_model² numbers) is cheap next to
-        the product. One GEMM instead of three means fewer kernel launches on a GPU; on CPU the
-        two forms measure the same.
+        the product of many rows. One GEMM instead of three means fewer kernel launches on a
+        GPU; on CPU the two forms measure the same. Without autograd (inference) the three
+        products are taken separately instead: when decoding one position at a time the product
+        is a matrix-vector one, bound by reading the weights, and the concatenation would read
+        and write them once more (a third of GPT-2's decoding time; see docs/benchmarks.md).
         """
+        if not torch.is_grad_enabled():
+            return (self._project(x, self.w_q, self.b_q), self._project(x, self.w_k, self.b_k),
+                    self._project(x, self.w_v, self.b_v))
         w = torch.cat((self.w_q, self.w_k, self.w_v), dim=1)
         b = None if self.b_q is None else torch.cat((self.b_q, self.b_k, self.b_v))
         q, k, v = affine(x, w, b).split(self.d_model, dim=-1)

@@ -163,6 +163,10 @@ class TransformerBlock(nn.Module):
             return attn_mask & allowed
         return torch.where(allowed, attn_mask, float("-inf"))  # broadcasts both ways
 
+    def _drop(self, x: Tensor) -> Tensor:
+        """Residual dropout; skipped outright when it is the identity (eval mode or p = 0)."""
+        return self.drop(x) if self.training and self.drop.p > 0 else x
+
     def _attend(
         self,
         h: Tensor,
@@ -176,7 +180,7 @@ class TransformerBlock(nn.Module):
             h, attn_mask=mask, is_causal=is_causal, need_weights=need_weights, kv_cache=kv_cache
         )
         out, weights = out if need_weights else (out, None)
-        return self.drop(out), weights
+        return self._drop(out), weights
 
     def forward(
         self,
@@ -202,11 +206,11 @@ class TransformerBlock(nn.Module):
         if self.norm_position == "pre":
             a, weights = self._attend(self.norm1(x), attn_mask, kv_cache, need_weights)
             x = x + a
-            x = x + self.drop(self.ffn(self.norm2(x)))
+            x = x + self._drop(self.ffn(self.norm2(x)))
         else:
             a, weights = self._attend(x, attn_mask, kv_cache, need_weights)
             x = self.norm1(x + a)
-            x = self.norm2(x + self.drop(self.ffn(x)))
+            x = self.norm2(x + self._drop(self.ffn(x)))
         return (x, weights) if need_weights else x
 
     def extra_repr(self) -> str:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratchformer.functional.normalization import layer_norm, rms_norm
+from scratchformer.functional.normalization import layer_norm, layer_norm_inference, rms_norm
 from scratchformer.validation import check_choice, check_int, check_real
 
 __all__ = ["KERNELS", "NORMS", "LayerNorm", "RMSNorm", "build_norm", "check_kernels"]
@@ -69,6 +69,8 @@ class LayerNorm(nn.Module):
         _check_last_dim(x, self.dim, "LayerNorm")
         if self.kernels == "torch":
             return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
+        if not torch.is_grad_enabled() and x.is_floating_point():  # parameters checked at init
+            return layer_norm_inference(x, self.weight, self.bias, self.eps)
         return layer_norm(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
