@@ -320,3 +320,12 @@ def test_quick_study_runs_end_to_end(tmp_path: Path) -> None:
     assert config["task"] == "esol"
     freesolv = load_predictor(tmp_path / "model", "freesolv")
     assert freesolv.predict("CCO") == pytest.approx(freesolv.predict("OCC"), rel=1e-5)
+
+
+def test_degree_embedding_starts_at_the_atom_embeddings_scale():
+    """At N(0, 1) the degree rows would be ~50× the atom rows (std 0.02) and drown them."""
+    torch.manual_seed(0)
+    model = GraphTransformer(GraphTransformerConfig(d_model=64, n_heads=4, n_layers=1))
+    atom = float(model.atom_emb.table.weight.detach().std())
+    degree = float(model.degree_emb.weight.detach().std())
+    assert 0.5 < degree / atom < 2.0
