@@ -28,7 +28,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from torch import Tensor, nn
 
 from scratchformer.experiments.kit.threads import torch_threads
 from scratchformer.experiments.kit.train import lm_batches, lm_eval, train
+from scratchformer.experiments.runner import write_json_atomic
 from scratchformer.models.gpt import GPT, GPTConfig
 from scratchformer.nn.lora import (
     apply_lora,
@@ -235,21 +235,6 @@ def _text_digest(data: TextData) -> str:
 
 
 # ----------------------------------------------------------------------------- run folder
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temp file + fsync + rename)."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _run_folder(path: str | os.PathLike) -> Path:
@@ -574,7 +559,7 @@ def run_text_training(o: RunOptions, log: Any = print) -> dict:
         if not o.resume:
             out.mkdir(parents=True, exist_ok=True)
             tokenizer.save(out / TOKENIZER_FILE)
-            _write_json(out / RUN_FILE, run)
+            write_json_atomic(out / RUN_FILE, run)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"{len(files)} file(s) ({skipped} non-text skipped), split by {data.split}: "
             f"{train_ids.numel():,} train / {val_ids.numel():,} val tokens; "

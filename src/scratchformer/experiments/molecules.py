@@ -52,6 +52,7 @@ from scratchformer.experiments.kit import (
     TrainingConfig,
     at_least,
     choice,
+    each,
     in_range,
     mean_std,
     positive,
@@ -94,18 +95,6 @@ TARGETS = {("scaffold", "esol"): 0.90, ("scaffold", "freesolv"): 2.1,
            ("scaffold", "lipo"): 0.75, ("random", "esol"): 0.65}
 
 
-def _each(rule: Rule) -> Rule:
-    """``rule`` applied to every element of a tuple field."""
-
-    def check(name: str, value: Any) -> None:
-        if not isinstance(value, (tuple, list)):
-            raise TypeError(f"{name} must be a sequence, got {type(value).__name__}")
-        for i, v in enumerate(value):
-            rule(f"{name}[{i}]", v)
-
-    return check
-
-
 @dataclass
 class Config(TrainingConfig):
     """Quick profile: the first ``max_molecules`` of each set, one seed, tiny models."""
@@ -142,9 +131,9 @@ class Config(TrainingConfig):
     device: str = "cpu"
 
     RULES: ClassVar[dict[str, Rule]] = {
-        "tasks": _each(choice(*TASKS)), "splits": _each(choice(*SPLITS)), "seeds": positive,
-        "ablations": _each(choice(*ABLATIONS)), "ablation_splits": _each(choice(*SPLITS)),
-        "ablation_tasks": _each(choice(*TASKS)),
+        "tasks": each(choice(*TASKS)), "splits": each(choice(*SPLITS)), "seeds": positive,
+        "ablations": each(choice(*ABLATIONS)), "ablation_splits": each(choice(*SPLITS)),
+        "ablation_tasks": each(choice(*TASKS)),
         "n_layers": positive, "d_hidden": positive,
         "dropout": in_range(0.0, 1.0, high_inclusive=False), "max_distance": positive,
         "max_hops": positive, "steps": positive, "lr": positive_real,

@@ -71,6 +71,18 @@ def choice(*choices: str) -> Rule:
     return lambda name, value: check_choice(name, value, choices) and None
 
 
+def each(rule: Rule) -> Rule:
+    """A tuple or list whose every element passes ``rule`` (named ``field[i]`` in errors)."""
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"{name} must be a sequence, got {type(value).__name__}")
+        for i, v in enumerate(value):
+            rule(f"{name}[{i}]", v)
+
+    return check
+
+
 def _any(name: str, value: Any) -> None:
     """No check (the field's rule says anything goes)."""
 
@@ -84,15 +96,7 @@ def _by_type(tp: Any) -> Rule:
         return lambda name, value: None if value is None else inner(name, value)
     if origin in (tuple, list):
         args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        inner = _by_type(args[0]) if args else _any
-
-        def each(name: str, value: Any) -> None:
-            if not isinstance(value, (tuple, list)):
-                raise TypeError(f"{name} must be a sequence, got {type(value).__name__}")
-            for i, v in enumerate(value):
-                inner(f"{name}[{i}]", v)
-
-        return each
+        return each(_by_type(args[0]) if args else _any)
     if origin is typing.Literal:
         return choice(*typing.get_args(tp))
     if tp is bool:
