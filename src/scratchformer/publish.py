@@ -40,7 +40,7 @@ def publish(results: Path, dest: Path) -> list[Path]:
                 shutil.copy2(path, target)
                 copied.append(target)
         copied += _publish_model(study_dir / "model", dest / study_dir.name / "model")
-    write_index(dest, dest)
+    write_index(dest)
     return copied
 
 
@@ -57,15 +57,15 @@ def _publish_model(model: Path, target: Path) -> list[Path]:
     return [Path(shutil.copy2(p, target / p.name)) for p in files]
 
 
-def write_index(results: Path, dest: Path) -> Path:
-    """``dest/README.md``: one row per study record under ``results`` with its profile, run time
-    and the figures present under ``dest``."""
+def write_index(dest: Path) -> Path:
+    """``dest/README.md``: one row per published study (every ``dest/<study>/metrics.json``)
+    with its profile, run time and the figures present beside it."""
     rows = ["# Published study results", "",
             "Full-profile records copied by `make publish` (`python -m scratchformer.publish`); "
             "each folder holds the study's `metrics.json` (config, seed, versions, metrics) and "
             "figures.", "", "| study | profile | wall time (s) | finished | figures |",
             "|---|---|---:|---|---|"]
-    for path in sorted(Path(results).glob("*/metrics.json")):
+    for path in sorted(Path(dest).glob("*/metrics.json")):
         rec = json.loads(path.read_text())
         study = rec["study"]
         figs = ", ".join(f"[{f}]({study}/{f})" for f in rec.get("figures", [])

@@ -26,13 +26,12 @@ from torch import Tensor, nn
 from scratchformer.models.word_pair import (
     WordPairConfig,
     WordPairEmbedding,
+    WordPairModel,
     check_pair_ids,
     encoder_blocks,
     masked_mean_max,
     match_flags,
-    moe_layers,
 )
-from scratchformer.nn.moe import MoEFeedForward
 from scratchformer.nn.norm import build_norm
 from scratchformer.validation import check_int
 
@@ -50,7 +49,7 @@ class CrossAttentionConfig(WordPairConfig):
         check_int("compose_layers", self.compose_layers, 0, 24)
 
 
-class CrossAttentionNLI(nn.Module):
+class CrossAttentionNLI(WordPairModel):
     """Encode both sentences, align them by attention, compare, pool, classify."""
 
     def __init__(self, config: CrossAttentionConfig) -> None:
@@ -68,26 +67,9 @@ class CrossAttentionNLI(nn.Module):
         self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(4 * d, d), nn.GELU(),
                                   nn.Dropout(c.dropout), nn.Linear(d, c.num_classes))
 
-    @property
-    def num_classes(self) -> int:
-        """Number of output classes."""
-        return self.config.num_classes
-
-    def num_parameters(self) -> int:
-        """Trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def active_parameters(self) -> int:
-        """Parameters one token's prediction touches: all but the unread word rows and, in a
-        mixture of experts, the experts a token is not routed to."""
-        unused = (self.config.vocab_size - 1) * self.config.d_model
-        skipped = sum(sum(p.numel() for p in m.parameters()) - m.active_parameters()
-                      for m in self.moe_layers())
-        return self.num_parameters() - unused - skipped
-
-    def moe_layers(self) -> list[MoEFeedForward]:
-        """The mixture-of-experts FFNs (empty for ``ffn="dense"``)."""
-        return moe_layers(self)
+    def _unread_rows(self) -> int:
+        """All word rows but the token's own."""
+        return self.config.vocab_size - 1
 
     def _run(self, blocks: nn.ModuleList, a: Tensor, b: Tensor, a_mask: Tensor,
              b_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from scratchformer.models.cross_attention import CrossAttentionNLI
 from scratchformer.models.nli_encoder import CLS_ID, SEP_ID, PairEncoderNLI, pack_pair
-from scratchformer.models.word_pair import match_flags
 from scratchformer.nn.norm import build_norm
 from scratchformer.validation import check_probability
 
@@ -71,13 +70,8 @@ class MaskedWordModel(nn.Module):
         """(N, width) features of the N chosen positions and their (N,) target ids."""
         m = self.model
         if isinstance(m, PairEncoderNLI):
-            flags = (match_flags(premise, hypothesis), match_flags(hypothesis, premise))
-            ids, segment, match = pack_pair(premise, hypothesis, CLS_ID, SEP_ID, flags)
+            x, _ = m.encode(premise, hypothesis)
             _, _, packed = pack_pair(premise, hypothesis, CLS_ID, SEP_ID, targets)
-            x = m.embed(ids, match, segment)
-            for block in m.encoder:
-                x = block(x, attn_mask=(ids != 0)[:, None, None, :])
-            x = m.norm(x)
             return x[packed != 0], packed[packed != 0]
         a, b = m.encode(premise, hypothesis)
         a_tilde, b_tilde, _ = m.align(a, b, premise != 0, hypothesis != 0)

@@ -20,12 +20,11 @@ from torch import Tensor, nn
 from scratchformer.models.word_pair import (
     WordPairConfig,
     WordPairEmbedding,
+    WordPairModel,
     check_pair_ids,
     encoder_blocks,
     match_flags,
-    moe_layers,
 )
-from scratchformer.nn.moe import MoEFeedForward
 from scratchformer.nn.norm import build_norm
 
 __all__ = ["PairEncoderConfig", "PairEncoderNLI", "pack_pair"]
@@ -72,7 +71,7 @@ def pack_pair(premise: Tensor, hypothesis: Tensor, cls_id: int, sep_id: int,
     return ids, segment, packed if packed is not None else torch.zeros_like(ids)
 
 
-class PairEncoderNLI(nn.Module):
+class PairEncoderNLI(WordPairModel):
     """Bidirectional transformer over the packed pair, classified from its [CLS] state."""
 
     def __init__(self, config: PairEncoderConfig) -> None:
@@ -86,30 +85,12 @@ class PairEncoderNLI(nn.Module):
         self.pooler = nn.Sequential(nn.Linear(c.d_model, c.d_model), nn.Tanh())
         self.head = nn.Sequential(nn.Dropout(c.dropout), nn.Linear(c.d_model, c.num_classes))
 
-    @property
-    def num_classes(self) -> int:
-        """Number of output classes."""
-        return self.config.num_classes
+    def _unread_rows(self) -> int:
+        """All word rows but the token's own, and all positions but its own."""
+        return self.config.vocab_size - 1 + 2 * self.config.max_len + 2
 
-    def num_parameters(self) -> int:
-        """Trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
-
-    def active_parameters(self) -> int:
-        """Parameters one token's prediction touches: all but the unread word and position
-        rows and, in a mixture of experts, the experts a token is not routed to."""
-        c = self.config
-        unused = (c.vocab_size - 1 + 2 * c.max_len + 2) * c.d_model
-        skipped = sum(sum(p.numel() for p in m.parameters()) - m.active_parameters()
-                      for m in self.moe_layers())
-        return self.num_parameters() - unused - skipped
-
-    def moe_layers(self) -> list[MoEFeedForward]:
-        """The mixture-of-experts FFNs (empty for ``ffn="dense"``)."""
-        return moe_layers(self)
-
-    def forward(self, premise: Tensor, hypothesis: Tensor) -> Tensor:
-        """Class logits (B, num_classes) of right-padded premise/hypothesis ids (0 = pad)."""
+    def encode(self, premise: Tensor, hypothesis: Tensor) -> tuple[Tensor, Tensor]:
+        """Final-norm states (B, L, d) of the packed pair and its packed ids (B, L)."""
         check_pair_ids(premise, hypothesis, self.config.max_len)
         flags = (match_flags(premise, hypothesis), match_flags(hypothesis, premise))
         ids, segment, match = pack_pair(premise, hypothesis, CLS_ID, SEP_ID, flags)
@@ -117,4 +98,8 @@ class PairEncoderNLI(nn.Module):
         x = self.embed(ids, match, segment)
         for block in self.encoder:
             x = block(x, attn_mask=mask[:, None, None, :])
-        return self.head(self.pooler(self.norm(x)[:, 0]))
+        return self.norm(x), ids
+
+    def forward(self, premise: Tensor, hypothesis: Tensor) -> Tensor:
+        """Class logits (B, num_classes) of right-padded premise/hypothesis ids (0 = pad)."""
+        return self.head(self.pooler(self.encode(premise, hypothesis)[0][:, 0]))

@@ -24,8 +24,16 @@ from scratchformer.nn.embeddings import LearnedPositionalEmbedding, TokenEmbeddi
 from scratchformer.nn.moe import MoEConfig, MoEFeedForward
 from scratchformer.validation import check_bool, check_choice, check_int, check_probability
 
-__all__ = ["FFNS", "WordPairConfig", "WordPairEmbedding", "check_pair_ids", "encoder_blocks",
-           "masked_mean_max", "match_flags"]
+__all__ = [
+    "FFNS",
+    "WordPairConfig",
+    "WordPairEmbedding",
+    "WordPairModel",
+    "check_pair_ids",
+    "encoder_blocks",
+    "masked_mean_max",
+    "match_flags",
+]
 
 FFNS = ("dense", "moe")
 MAX_EMBEDDING_PARAMETERS = 50_000_000  # vocab_size * d_model above this is refused
@@ -165,6 +173,33 @@ class WordPairEmbedding(nn.Module):
         return self.drop(x)
 
 
-def moe_layers(module: nn.Module) -> list[MoEFeedForward]:
-    """The MoE feed-forward layers inside ``module`` (empty for dense FFNs)."""
-    return [m for m in module.modules() if isinstance(m, MoEFeedForward)]
+class WordPairModel(nn.Module):
+    """What every word-level pair classifier shares: its config, class count, parameter counts
+    and MoE layers. A subclass sets ``self.config`` and names the embedding rows one token's
+    prediction never reads (`_unread_rows`)."""
+
+    config: WordPairConfig
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return self.config.num_classes
+
+    def num_parameters(self) -> int:
+        """Trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def moe_layers(self) -> list[MoEFeedForward]:
+        """The mixture-of-experts FFNs (empty for ``ffn="dense"``)."""
+        return [m for m in self.modules() if isinstance(m, MoEFeedForward)]
+
+    def _unread_rows(self) -> int:
+        """Embedding rows (word and position) one token's prediction does not read."""
+        raise NotImplementedError
+
+    def active_parameters(self) -> int:
+        """Parameters one token's prediction touches: all but the unread embedding rows and,
+        in a mixture of experts, the experts a token is not routed to."""
+        skipped = sum(sum(p.numel() for p in m.parameters()) - m.active_parameters()
+                      for m in self.moe_layers())
+        return self.num_parameters() - self._unread_rows() * self.config.d_model - skipped
